@@ -1,0 +1,23 @@
+//! Petal's shared core: the one model definition and the one preprocessing.
+//!
+//! Everything here compiles for native targets and for `wasm32-unknown-unknown`, and runs on
+//! every burn backend Petal uses (the backend is chosen by the [`burn::tensor::Device`]):
+//!
+//! - [`preprocess`]: bytes → 8-bit RGB → Pillow-exact resize → center crop → normalised CHW
+//!   `f32`, bit-identical to torchvision's eval transform on the same decoded pixels.
+//! - [`model`]: torchvision's ResNet-18/34/50/101/152, with per-stage activations.
+//! - [`bundle`]: the self-describing model bundle (`petal.json` + burnpack weights).
+//! - [`classify`]: softmax and top-k, shared by the CLI and the web page.
+//! - `import` (feature `import`, native only): torchvision `state_dict` files → [`model::ResNet`].
+
+pub mod bundle;
+pub mod classify;
+pub mod imagenet;
+#[cfg(feature = "import")]
+pub mod import;
+pub mod model;
+pub mod preprocess;
+
+pub use bundle::{Bundle, BundleError, BundleMeta, Precision};
+pub use model::{Arch, ResNet, ResNetConfig};
+pub use preprocess::{PreprocessError, Preprocessor};

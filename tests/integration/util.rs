@@ -1,0 +1,112 @@
+//! Helpers for Petal's integration tests, in the style of ripgrep's `tests/util.rs`: temporary
+//! folders, the `petal` binary, the reference fixtures and torchvision reference runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `../shared/fixtures` beside the checkout (override with `PETAL_FIXTURES`).
+pub fn fixtures() -> PathBuf {
+    std::env::var_os("PETAL_FIXTURES").map_or_else(|| repo().join("../shared/fixtures"), PathBuf::from)
+}
+
+/// A reference photo by file name.
+pub fn photo(name: &str) -> PathBuf {
+    fixtures().join("photos").join(name)
+}
+
+/// The Python that has torch + torchvision (Debian's, unless `PETAL_PYTHON` says otherwise).
+pub fn python() -> String {
+    std::env::var("PETAL_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into())
+}
+
+/// Runs `tests/reference/torchvision_ref.py` with `args`, writing into `out`.
+pub fn torchvision_reference(out: &Path, args: &[&str]) {
+    let script = repo().join("tests/reference/torchvision_ref.py");
+    let output = Command::new(python())
+        .arg(&script)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (apt install python3-torchvision): {e}", python()));
+    assert!(
+        output.status.success(),
+        "torchvision reference failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Reads a `.npy` file: shape and values.
+pub fn read_npy<T: npyz::Deserialize>(path: &Path) -> (Vec<usize>, Vec<T>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = npyz::NpyFile::new(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let shape = file.shape().iter().map(|&d| d as usize).collect();
+    (shape, file.into_vec().unwrap())
+}
+
+/// The `petal` binary cargo built for these tests.
+pub fn petal_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_petal")
+}
+
+/// A finished `petal` run.
+pub struct Run {
+    pub output: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn success(&self) -> String {
+        assert!(
+            self.output.status.success(),
+            "petal failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        );
+        self.stdout()
+    }
+    /// Asserts failure and returns stderr.
+    #[track_caller]
+    pub fn failure(&self) -> String {
+        assert!(
+            !self.output.status.success(),
+            "petal unexpectedly succeeded:\n{}",
+            self.stdout()
+        );
+        let err = self.stderr();
+        assert!(!err.contains("panicked"), "petal panicked:\n{err}");
+        err
+    }
+}
+
+/// Runs `petal ARGS` in `dir`.
+pub fn petal<I, S>(dir: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let output = Command::new(petal_bin())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("cannot start petal");
+    Run { output }
+}
+
+/// A fresh temporary folder, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("petal-test-").tempdir().expect("temp dir")
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Reference outputs from torchvision itself, for Petal's network parity tests.
+
+For each requested depth this writes, into --out:
+  ARCH.pth               seeded torchvision weights with randomised BatchNorm statistics
+                         (zip format; --legacy writes torch's old non-zip pickle format,
+                         the format of torchvision's published ImageNet files)
+  ARCH.safetensors       the same tensors in safetensors format (written by hand: no extra
+                         Python package needed)
+  input.npy              float32 [N, 3, S, S] network input (random + real photos if given)
+  ARCH.STAGE.npy         float32 activations: stem, layer1..layer4, pooled, logits
+
+Run with Debian's torch: /usr/bin/python3 tests/reference/torchvision_ref.py --out DIR resnet18
+"""
+import argparse
+import json
+import struct
+
+import numpy as np
+import torch
+import torchvision
+
+
+def randomise_batchnorm(model, gen, size):
+    """Non-trivial BatchNorm parameters and statistics, so that a mapping mistake cannot hide
+    behind gamma 1 / beta 0 / mean 0 / var 1. The running statistics are measured on random
+    images (as training would), which keeps a 101-layer network's activations bounded."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    # A trained ResNet's residual branches add small corrections; scaling each block's last BN
+    # keeps a deep network's activations in a trained network's range too.
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in layer:
+            last = block.bn3 if hasattr(block, "bn3") else block.bn2
+            last.weight.data.mul_(0.3)
+    # Spread the logits to a trained classifier's range (about ±15), so top-5 is decisive.
+    model.fc.weight.data.mul_(8.0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, size, size, generator=gen))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+
+
+def save_safetensors(state_dict, path):
+    header, blobs, offset = {}, [], 0
+    for name, t in state_dict.items():
+        t = t.detach().contiguous()
+        dtype = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for b in blobs:
+            f.write(b)
+
+
+def stages(model, x):
+    out = {}
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    out["stem"] = x
+    for i in range(1, 5):
+        x = getattr(model, f"layer{i}")(x)
+        out[f"layer{i}"] = x
+    x = torch.flatten(model.avgpool(x), 1)
+    out["pooled"] = x
+    out["logits"] = model.fc(x)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--legacy", action="store_true", help="save .pth in the legacy non-zip format")
+    ap.add_argument("--photo", action="append", default=[], help="a [3,S,S] float32 .npy to add to the batch")
+    ap.add_argument("arch", nargs="+")
+    args = ap.parse_args()
+
+    gen = torch.Generator().manual_seed(args.seed)
+    batch = [torch.randn(3, args.size, args.size, generator=gen)]
+    batch += [torch.from_numpy(np.load(p)) for p in args.photo]
+    x = torch.stack(batch).float()
+    np.save(f"{args.out}/input.npy", x.numpy())
+
+    for arch in args.arch:
+        torch.manual_seed(args.seed)
+        model = getattr(torchvision.models, arch)(num_classes=args.classes)
+        randomise_batchnorm(model, gen, args.size)
+        model.eval()
+        sd = model.state_dict()
+        torch.save(sd, f"{args.out}/{arch}.pth", _use_new_zipfile_serialization=not args.legacy)
+        save_safetensors(sd, f"{args.out}/{arch}.safetensors")
+        with torch.no_grad():
+            outs = stages(model, x)
+        for name, t in outs.items():
+            np.save(f"{args.out}/{arch}.{name}.npy", t.numpy().astype(np.float32))
+        logits = outs["logits"]
+        print(f"{arch}: logits in [{logits.min():.2f}, {logits.max():.2f}]")
+
+
+if __name__ == "__main__":
+    main()

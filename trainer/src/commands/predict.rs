@@ -1,0 +1,109 @@
+//! `petal predict`: top classes for a few images.
+
+use crate::backend::DeviceArg;
+use crate::inference::Classifier;
+use anyhow::Result;
+use petal_shared::classify::{Prediction, top_k};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Print the most likely classes of each image.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Bundle folder (as written by `petal import`, `petal export` or `petal train`).
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Images to classify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(short = 'k', long, default_value_t = 5)]
+    top_k: usize,
+    /// Print a JSON array (one object per image) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Include the raw logits in the JSON output.
+    #[arg(long, requires = "json")]
+    logits: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value_t)]
+    device: DeviceArg,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top: Option<Vec<Label<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logits: Option<&'a [f32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Label<'a> {
+    label: &'a str,
+    prob: f32,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let classifier = Classifier::load(&args.model, args.device.device())?;
+    let outcomes = classifier.classify_files(&args.images, args.batch_size, |_| {})?;
+    let k = args.top_k.max(1);
+    let preds: Vec<Option<Vec<Prediction>>> = outcomes
+        .iter()
+        .map(|o| o.as_ref().ok().map(|l| top_k(l, classifier.classes(), k)))
+        .collect();
+
+    let mut failed = 0;
+    for (path, outcome) in args.images.iter().zip(&outcomes) {
+        if let Err(e) = outcome {
+            eprintln!("error: {}: {e}", path.display());
+            failed += 1;
+        }
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        let records: Vec<Record> = args
+            .images
+            .iter()
+            .zip(&outcomes)
+            .zip(&preds)
+            .map(|((path, outcome), pred)| Record {
+                file: path.display().to_string(),
+                top: pred.as_ref().map(|p| {
+                    p.iter()
+                        .map(|p| Label {
+                            label: &p.label,
+                            prob: p.prob,
+                        })
+                        .collect()
+                }),
+                logits: outcome.as_ref().ok().filter(|_| args.logits).map(Vec::as_slice),
+                error: outcome.as_ref().err().map(String::as_str),
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &records)?;
+        writeln!(out)?;
+    } else {
+        for (path, pred) in args.images.iter().zip(&preds) {
+            let Some(pred) = pred else { continue };
+            writeln!(out, "{}", path.display())?;
+            for p in pred {
+                writeln!(out, "  {:>7.3}%  {}", p.prob * 100.0, p.label)?;
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
