@@ -13,8 +13,8 @@ use crate::model::{Arch, ResNet, ResNetConfig};
 use crate::preprocess::{DEFAULT_MAX_PIXELS, Preprocessor};
 use burn::prelude::*;
 use burn::store::{BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter, ModuleSnapshot};
-use burn::tensor::DType;
 use burn::tensor::Bytes;
+use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 /// The newest bundle format this build reads and the one it writes.
@@ -33,7 +33,9 @@ pub enum BundleError {
          upgrade Petal"
     )]
     NewerVersion { found: u32 },
-    #[error("weights do not match the {arch} with {classes} classes that petal.json describes: {message}")]
+    #[error(
+        "weights do not match the {arch} with {classes} classes that petal.json describes: {message}"
+    )]
     Weights {
         arch: Arch,
         classes: usize,
@@ -110,7 +112,9 @@ impl BundleMeta {
         let version = value
             .get("format_version")
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| BundleError::Metadata("missing integer field `format_version`".into()))?;
+            .ok_or_else(|| {
+                BundleError::Metadata("missing integer field `format_version`".into())
+            })?;
         if version > u64::from(FORMAT_VERSION) {
             return Err(BundleError::NewerVersion {
                 found: u32::try_from(version).unwrap_or(u32::MAX),
@@ -132,7 +136,10 @@ impl BundleMeta {
             return bad("`classes` is empty".into());
         }
         if self.weights.is_empty() || self.weights.contains(['/', '\\']) || self.weights == ".." {
-            return bad(format!("`weights` must be a plain file name, not '{}'", self.weights));
+            return bad(format!(
+                "`weights` must be a plain file name, not '{}'",
+                self.weights
+            ));
         }
         self.preprocessor()
             .validate()
@@ -177,7 +184,11 @@ impl Bundle {
     }
 
     /// Loads a bundle from its two files' bytes (the browser's way: no filesystem).
-    pub fn from_bytes(meta_json: &[u8], weights: Vec<u8>, device: &Device) -> Result<Self, BundleError> {
+    pub fn from_bytes(
+        meta_json: &[u8],
+        weights: Vec<u8>,
+        device: &Device,
+    ) -> Result<Self, BundleError> {
         let meta = BundleMeta::from_json(meta_json)?;
         let model = load_weights(&meta, weights, device)?;
         Ok(Self { meta, model })
@@ -226,8 +237,18 @@ fn load_weights(meta: &BundleMeta, bytes: Vec<u8>, device: &Device) -> Result<Re
         .load_from(&mut store)
         .map_err(|e| mismatch(e.to_string()))?;
     let mut problems: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
-    problems.extend(result.missing.iter().map(|(k, _)| format!("missing tensor '{k}'")));
-    problems.extend(result.unused.iter().map(|k| format!("unexpected tensor '{k}'")));
+    problems.extend(
+        result
+            .missing
+            .iter()
+            .map(|(k, _)| format!("missing tensor '{k}'")),
+    );
+    problems.extend(
+        result
+            .unused
+            .iter()
+            .map(|k| format!("unexpected tensor '{k}'")),
+    );
     if !problems.is_empty() {
         let shown = problems.len().min(5);
         let more = problems.len() - shown;

@@ -122,7 +122,8 @@ pub fn import_into(
 }
 
 fn is_safetensors(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
 fn apply(model: &mut ResNet, path: &Path, head: Head) -> Result<ApplyResult, ImportError> {
@@ -139,6 +140,7 @@ fn apply(model: &mut ResNet, path: &Path, head: Head) -> Result<ApplyResult, Imp
     if is_safetensors(path) {
         let mut store = SafetensorsStore::from_file(path)
             .with_from_adapter(PyTorchToBurnAdapter)
+            .skip_enum_variants(true)
             .with_predicate(predicate)
             .map_indices_contiguous(false)
             .allow_partial(true)
@@ -170,7 +172,9 @@ fn layout_of<'a>(keys: impl Iterator<Item = &'a str>) -> Option<(BlockKind, [usi
             continue;
         };
         let (Some(n), Ok(i)) = (
-            layer.strip_prefix("layer").and_then(|n| n.parse::<usize>().ok()),
+            layer
+                .strip_prefix("layer")
+                .and_then(|n| n.parse::<usize>().ok()),
             index.parse::<usize>(),
         ) else {
             continue;
@@ -188,7 +192,12 @@ fn layout_of<'a>(keys: impl Iterator<Item = &'a str>) -> Option<(BlockKind, [usi
     (blocks != [0; 4]).then_some((kind, blocks))
 }
 
-fn check(result: &ApplyResult, path: &Path, arch: Arch, head: Head) -> Result<ImportReport, ImportError> {
+fn check(
+    result: &ApplyResult,
+    path: &Path,
+    arch: Arch,
+    head: Head,
+) -> Result<ImportReport, ImportError> {
     let path_buf = || path.to_path_buf();
     let file_keys: BTreeSet<String> = result
         .applied
@@ -286,14 +295,22 @@ mod tests {
             torchvision_key("layer2.0.Bottleneck.downsample.bn.gamma"),
             "layer2.0.downsample.1.weight"
         );
-        assert_eq!(torchvision_key("layer1.1.Basic.conv2.weight"), "layer1.1.conv2.weight");
+        assert_eq!(
+            torchvision_key("layer1.1.Basic.conv2.weight"),
+            "layer1.1.conv2.weight"
+        );
         assert_eq!(torchvision_key("bn1.beta"), "bn1.bias");
         assert_eq!(torchvision_key("fc.weight"), "fc.weight");
     }
 
     #[test]
     fn layout_from_keys() {
-        let keys = ["layer1.0.conv1.weight", "layer1.1.conv3.weight", "layer4.2.bn1.bias", "fc.bias"];
+        let keys = [
+            "layer1.0.conv1.weight",
+            "layer1.1.conv3.weight",
+            "layer4.2.bn1.bias",
+            "fc.bias",
+        ];
         let (kind, blocks) = layout_of(keys.into_iter()).unwrap();
         assert_eq!(kind, BlockKind::Bottleneck);
         assert_eq!(blocks, [2, 0, 0, 3]);

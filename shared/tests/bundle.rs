@@ -25,19 +25,37 @@ fn f32_round_trip_is_bit_exact() {
         b.model
             .collect(None, None, false)
             .iter()
-            .map(|t| (t.name.clone(), burn::store::bridge::to_data(t).unwrap().as_bytes().to_vec()))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    burn::store::bridge::to_data(t).unwrap().as_bytes().to_vec(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     let (want, got) = (tensors(&original), tensors(&loaded));
     assert_eq!(want.len(), 102, "ResNet-18: 20 convs/BNs ... tensor count");
     for ((n1, a), (n2, b)) in want.iter().zip(&got) {
         assert_eq!(n1, n2);
-        assert!(a == b, "tensor {n1} changed in the round trip ({} vs {} bytes)", a.len(), b.len());
+        assert!(
+            a == b,
+            "tensor {n1} changed in the round trip ({} vs {} bytes)",
+            a.len(),
+            b.len()
+        );
     }
     let x = Tensor::<4>::ones([1, 3, 64, 64], &Device::flex());
-    let a: Vec<f32> = original.model.forward(x.clone()).into_data().try_to_vec().unwrap();
+    let a: Vec<f32> = original
+        .model
+        .forward(x.clone())
+        .into_data()
+        .try_to_vec()
+        .unwrap();
     let b: Vec<f32> = loaded.model.forward(x).into_data().try_to_vec().unwrap();
-    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
     // Loading through the petal.json path works too.
     Bundle::load(&dir.path().join(META_FILE), &Device::flex()).unwrap();
 }
@@ -47,15 +65,34 @@ fn f16_halves_the_file_and_stays_close() {
     let b32 = bundle(Arch::ResNet18, Precision::F32);
     let mut b16 = bundle(Arch::ResNet18, Precision::F16);
     b16.model = b32.model.clone();
-    let (n32, n16) = (b32.weights_bytes().unwrap().len(), b16.weights_bytes().unwrap().len());
+    let (n32, n16) = (
+        b32.weights_bytes().unwrap().len(),
+        b16.weights_bytes().unwrap().len(),
+    );
     assert!((n16 as f64) < 0.52 * n32 as f64, "f16 {n16} vs f32 {n32}");
-    let loaded = Bundle::from_bytes(b16.meta.to_json().as_bytes(), b16.weights_bytes().unwrap(), &Device::flex()).unwrap();
+    let loaded = Bundle::from_bytes(
+        b16.meta.to_json().as_bytes(),
+        b16.weights_bytes().unwrap(),
+        &Device::flex(),
+    )
+    .unwrap();
     let x = Tensor::<4>::ones([1, 3, 64, 64], &Device::flex());
-    let a: Vec<f32> = b32.model.forward(x.clone()).into_data().try_to_vec().unwrap();
+    let a: Vec<f32> = b32
+        .model
+        .forward(x.clone())
+        .into_data()
+        .try_to_vec()
+        .unwrap();
     let b: Vec<f32> = loaded.model.forward(x).into_data().try_to_vec().unwrap();
-    let err = a.iter().zip(&b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    let err = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(err <= 1e-2 * scale.max(1.0), "f16 error {err} at scale {scale}");
+    assert!(
+        err <= 1e-2 * scale.max(1.0),
+        "f16 error {err} at scale {scale}"
+    );
 }
 
 #[test]
@@ -74,14 +111,27 @@ fn mismatched_architecture_is_refused() {
     let b = bundle(Arch::ResNet18, Precision::F32);
     let mut meta = b.meta.clone();
     meta.arch = Arch::ResNet34;
-    let err = Bundle::from_bytes(meta.to_json().as_bytes(), b.weights_bytes().unwrap(), &Device::flex()).unwrap_err();
+    let err = Bundle::from_bytes(
+        meta.to_json().as_bytes(),
+        b.weights_bytes().unwrap(),
+        &Device::flex(),
+    )
+    .unwrap_err();
     assert!(matches!(err, BundleError::Weights { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("resnet34") && msg.contains("missing tensor 'layer1.2"), "{msg}");
+    assert!(
+        msg.contains("resnet34") && msg.contains("missing tensor 'layer1.2"),
+        "{msg}"
+    );
     // And a wrong class count.
     let mut meta = b.meta.clone();
     meta.classes.push("tulip".into());
-    let err = Bundle::from_bytes(meta.to_json().as_bytes(), b.weights_bytes().unwrap(), &Device::flex()).unwrap_err();
+    let err = Bundle::from_bytes(
+        meta.to_json().as_bytes(),
+        b.weights_bytes().unwrap(),
+        &Device::flex(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("fc.weight"), "{err}");
 }
 
@@ -100,6 +150,10 @@ fn bad_metadata_is_explained() {
     meta.weights = "../../etc/passwd".into();
     let err = BundleMeta::from_json(meta.to_json().as_bytes()).unwrap_err();
     assert!(err.to_string().contains("plain file name"), "{err}");
-    let err = Bundle::load(std::path::Path::new("/nonexistent-bundle"), &Device::flex()).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent-bundle/petal.json"), "{err}");
+    let err =
+        Bundle::load(std::path::Path::new("/nonexistent-bundle"), &Device::flex()).unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent-bundle/petal.json"),
+        "{err}"
+    );
 }

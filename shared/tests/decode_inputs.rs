@@ -30,7 +30,13 @@ fn lossless_formats_round_trip_exactly() {
 #[test]
 fn gif_gives_its_first_frame() {
     // GIF is palette-based; a few flat colours survive quantisation exactly.
-    let img = ImageBuffer::from_fn(4, 4, |x, _| if x < 2 { Rgba([255, 0, 0, 255]) } else { Rgba([0, 0, 255, 255]) });
+    let img = ImageBuffer::from_fn(4, 4, |x, _| {
+        if x < 2 {
+            Rgba([255, 0, 0, 255])
+        } else {
+            Rgba([0, 0, 255, 255])
+        }
+    });
     let back = decode(&encode(&DynamicImage::ImageRgba8(img), ImageFormat::Gif)).unwrap();
     assert_eq!(back.get_pixel(0, 0).0, [255, 0, 0]);
     assert_eq!(back.get_pixel(3, 3).0, [0, 0, 255]);
@@ -50,7 +56,8 @@ fn modes_convert_like_pil_convert_rgb() {
     let back = decode(&encode(&DynamicImage::ImageLumaA8(la), ImageFormat::Png)).unwrap();
     assert_eq!(back.get_pixel(0, 0).0, [99, 99, 99]);
     // 16-bit scales to 8-bit.
-    let deep: ImageBuffer<Rgb<u16>, _> = ImageBuffer::from_fn(2, 1, |x, _| Rgb([x as u16 * 65535, 32896, 0]));
+    let deep: ImageBuffer<Rgb<u16>, _> =
+        ImageBuffer::from_fn(2, 1, |x, _| Rgb([x as u16 * 65535, 32896, 0]));
     let back = decode(&encode(&DynamicImage::ImageRgb16(deep), ImageFormat::Png)).unwrap();
     assert_eq!(back.get_pixel(0, 0).0, [0, 128, 0]);
     assert_eq!(back.get_pixel(1, 0).0, [255, 128, 0]);
@@ -74,12 +81,16 @@ fn non_image_is_rejected() {
 fn truncated_png_is_a_decode_error() {
     let png = encode(&DynamicImage::ImageRgb8(gradient()), ImageFormat::Png);
     let err = decode(&png[..png.len() / 2]).unwrap_err();
-    assert!(matches!(err, PreprocessError::Decode { format: "PNG", .. }), "{err}");
+    assert!(
+        matches!(err, PreprocessError::Decode { format: "PNG", .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn truncated_jpeg_is_an_error_not_a_panic() {
-    let photos = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/photos");
+    let photos =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/photos");
     let jpeg = std::fs::read(photos.join("coffee_q90.jpg")).unwrap();
     for cut in [2, 100, jpeg.len() / 3] {
         // Whatever the decoder makes of a cut-off scan, it must not panic; a cut inside the
@@ -97,7 +108,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -127,10 +142,15 @@ fn png_header_only(width: u32, height: u32) -> Vec<u8> {
 fn decompression_bomb_is_refused_before_allocating() {
     let err = decode(&png_header_only(30_000, 30_000)).unwrap_err();
     match &err {
-        PreprocessError::TooLarge { width, height, .. } => assert_eq!((*width, *height), (30_000, 30_000)),
+        PreprocessError::TooLarge { width, height, .. } => {
+            assert_eq!((*width, *height), (30_000, 30_000))
+        }
         other => panic!("expected TooLarge, got {other}"),
     }
     assert!(err.to_string().contains("30000x30000"));
     // A header that claims a plausible size but has no pixel data fails as a decode error.
-    assert!(matches!(decode(&png_header_only(64, 64)), Err(PreprocessError::Decode { .. })));
+    assert!(matches!(
+        decode(&png_header_only(64, 64)),
+        Err(PreprocessError::Decode { .. })
+    ));
 }

@@ -67,11 +67,23 @@ fn png_crops_and_tensors_are_bit_identical() {
             let (crop, tensor) = ours(&pre, &img);
             let (ref_crop, ref_tensor) = reference(&photo, resize);
             let diff = crop.iter().zip(&ref_crop).filter(|(a, b)| a != b).count();
-            assert_eq!(diff, 0, "{} r{resize}: {diff} bytes differ", photo.display());
+            assert_eq!(
+                diff,
+                0,
+                "{} r{resize}: {diff} bytes differ",
+                photo.display()
+            );
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&tensor), bits(&ref_tensor), "{} r{resize}", photo.display());
+            assert_eq!(
+                bits(&tensor),
+                bits(&ref_tensor),
+                "{} r{resize}",
+                photo.display()
+            );
             // The one-call path gives the same tensor.
-            let direct = pre.tensor_from_bytes(&std::fs::read(&photo).unwrap()).unwrap();
+            let direct = pre
+                .tensor_from_bytes(&std::fs::read(&photo).unwrap())
+                .unwrap();
             assert_eq!(bits(&direct), bits(&tensor));
         }
     }
@@ -79,8 +91,17 @@ fn png_crops_and_tensors_are_bit_identical() {
 
 /// Largest and mean absolute difference between two u8 buffers.
 fn u8_diff(a: &[u8], b: &[u8]) -> (u8, f64) {
-    let max = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
-    let sum: u64 = a.iter().zip(b).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    let max = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0);
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
     (max, sum as f64 / a.len() as f64)
 }
 
@@ -97,9 +118,20 @@ fn jpeg_crops_differ_only_by_decoder_rounding() {
             let (crop, tensor) = ours(&pre, &img);
             let (ref_crop, ref_tensor) = reference(&photo, resize);
             let (max, mean) = u8_diff(&crop, &ref_crop);
-            let tmax = tensor.iter().zip(&ref_tensor).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            println!("{} r{resize}: max |Δ| {max}, mean |Δ| {mean:.3}, tensor max |Δ| {tmax:.4}", photo.display());
-            assert!(max <= 6 && mean <= 0.5, "{} r{resize}: max {max} mean {mean}", photo.display());
+            let tmax = tensor
+                .iter()
+                .zip(&ref_tensor)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            println!(
+                "{} r{resize}: max |Δ| {max}, mean |Δ| {mean:.3}, tensor max |Δ| {tmax:.4}",
+                photo.display()
+            );
+            assert!(
+                max <= 6 && mean <= 0.5,
+                "{} r{resize}: max {max} mean {mean}",
+                photo.display()
+            );
         }
     }
 }
@@ -133,8 +165,18 @@ fn jpeg_with_pillow_pixels_is_bit_identical() {
             let pre = Preprocessor::new(resize, 224).unwrap();
             let (crop, tensor) = ours(&pre, &img);
             let (ref_crop, ref_tensor) = reference(&photo, resize);
-            assert_eq!(u8_diff(&crop, &ref_crop).0, 0, "{} r{resize}", photo.display());
-            assert!(tensor.iter().zip(&ref_tensor).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_eq!(
+                u8_diff(&crop, &ref_crop).0,
+                0,
+                "{} r{resize}",
+                photo.display()
+            );
+            assert!(
+                tensor
+                    .iter()
+                    .zip(&ref_tensor)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
         }
     }
     std::fs::remove_dir_all(&tmp).ok();

@@ -14,11 +14,26 @@ fn write_labels(dir: &Path, n: usize) -> std::path::PathBuf {
 #[test]
 fn preprocess_writes_the_torchvision_tensor() {
     let dir = tempdir();
-    petal(dir.path(), ["preprocess".as_ref(), photo("crop_300x452.png").as_os_str(), "--resize".as_ref(), "232".as_ref(), "-o".as_ref(), "x.npy".as_ref()]).success();
+    petal(
+        dir.path(),
+        [
+            "preprocess".as_ref(),
+            photo("crop_300x452.png").as_os_str(),
+            "--resize".as_ref(),
+            "232".as_ref(),
+            "-o".as_ref(),
+            "x.npy".as_ref(),
+        ],
+    )
+    .success();
     let (shape, ours) = read_npy::<f32>(&dir.path().join("x.npy"));
     let (_, want) = read_npy::<f32>(&fixtures().join("preprocess/crop_300x452.png.r232c224.npy"));
     assert_eq!(shape, [3, 224, 224]);
-    assert!(ours.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(
+        ours.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
 }
 
 #[test]
@@ -26,7 +41,10 @@ fn preprocess_error_names_the_file() {
     let dir = tempdir();
     std::fs::write(dir.path().join("notes.jpg"), b"not a jpeg").unwrap();
     let err = petal(dir.path(), ["preprocess", "notes.jpg", "-o", "x.npy"]).failure();
-    assert!(err.contains("notes.jpg") && err.contains("not a supported image"), "{err}");
+    assert!(
+        err.contains("notes.jpg") && err.contains("not a supported image"),
+        "{err}"
+    );
     assert!(!dir.path().join("x.npy").exists());
 }
 
@@ -37,19 +55,56 @@ fn import_then_predict_matches_torchvision() {
     let r = resnet18();
     let dir = tempdir();
     let labels = write_labels(dir.path(), 1000);
-    let out = petal(dir.path(), ["import".as_ref(), r.file("resnet18.pth").as_os_str(), "--arch".as_ref(), "resnet18".as_ref(), "--labels".as_ref(), labels.as_os_str(), "-o".as_ref(), "bundle".as_ref()]).success();
-    assert!(out.contains("resnet18") && out.contains("1000 classes"), "{out}");
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("bundle/petal.json")).unwrap()).unwrap();
+    let out = petal(
+        dir.path(),
+        [
+            "import".as_ref(),
+            r.file("resnet18.pth").as_os_str(),
+            "--arch".as_ref(),
+            "resnet18".as_ref(),
+            "--labels".as_ref(),
+            labels.as_os_str(),
+            "-o".as_ref(),
+            "bundle".as_ref(),
+        ],
+    )
+    .success();
+    assert!(
+        out.contains("resnet18") && out.contains("1000 classes"),
+        "{out}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bundle/petal.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["arch"], "resnet18");
     assert_eq!(meta["classes"][7], "class7");
     assert_eq!(meta["resize"], 256);
 
-    let json = petal(dir.path(), ["predict".as_ref(), "--model".as_ref(), "bundle".as_ref(), "--json".as_ref(), "--logits".as_ref(), photo(PHOTO).as_os_str()]).success();
+    let json = petal(
+        dir.path(),
+        [
+            "predict".as_ref(),
+            "--model".as_ref(),
+            "bundle".as_ref(),
+            "--json".as_ref(),
+            "--logits".as_ref(),
+            photo(PHOTO).as_os_str(),
+        ],
+    )
+    .success();
     let records: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let logits: Vec<f32> = records[0]["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let logits: Vec<f32> = records[0]["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     let (_, want) = read_npy::<f32>(&r.file("resnet18.logits.npy"));
     let want = &want[1000..]; // row 1 of the reference batch is the photo
-    let err = logits.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let err = logits
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(err < 1e-3, "logits differ by {err}");
     let best = petal_shared::classify::top_k_indices(want, 1)[0];
     assert_eq!(records[0]["top"][0]["label"], format!("class{best}"));
@@ -64,13 +119,28 @@ fn import_refuses_class_count_mismatch_without_new_head() {
     let dir = tempdir();
     let labels = write_labels(dir.path(), 5);
     let args = |extra: &[&str]| {
-        let mut v: Vec<std::ffi::OsString> = vec!["import".into(), r.file("resnet18.pth").into(), "--arch".into(), "resnet18".into(), "--labels".into(), labels.clone().into(), "-o".into(), "b".into()];
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "import".into(),
+            r.file("resnet18.pth").into(),
+            "--arch".into(),
+            "resnet18".into(),
+            "--labels".into(),
+            labels.clone().into(),
+            "-o".into(),
+            "b".into(),
+        ];
         v.extend(extra.iter().map(Into::into));
         v
     };
     let err = petal(dir.path(), args(&[])).failure();
-    assert!(err.contains("fc.") && err.contains("replace the head"), "{err}");
-    assert!(!dir.path().join("b").exists(), "nothing may be written on failure");
+    assert!(
+        err.contains("fc.") && err.contains("replace the head"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("b").exists(),
+        "nothing may be written on failure"
+    );
     petal(dir.path(), args(&["--new-head", "--f16"])).success();
     let meta = std::fs::read_to_string(dir.path().join("b/petal.json")).unwrap();
     assert!(meta.contains("\"f16\""), "{meta}");
@@ -81,9 +151,33 @@ fn predict_reports_bad_files_and_keeps_going() {
     let r = resnet18();
     let dir = tempdir();
     let labels = write_labels(dir.path(), 3);
-    petal(dir.path(), ["import".as_ref(), r.file("resnet18.pth").as_os_str(), "--arch".as_ref(), "resnet18".as_ref(), "--labels".as_ref(), labels.as_os_str(), "--new-head".as_ref(), "-o".as_ref(), "b".as_ref()]).success();
+    petal(
+        dir.path(),
+        [
+            "import".as_ref(),
+            r.file("resnet18.pth").as_os_str(),
+            "--arch".as_ref(),
+            "resnet18".as_ref(),
+            "--labels".as_ref(),
+            labels.as_os_str(),
+            "--new-head".as_ref(),
+            "-o".as_ref(),
+            "b".as_ref(),
+        ],
+    )
+    .success();
     std::fs::write(dir.path().join("empty.png"), b"").unwrap();
-    let run = petal(dir.path(), ["predict".as_ref(), "-m".as_ref(), "b".as_ref(), "--json".as_ref(), "empty.png".as_ref(), photo("small_200x150.png").as_os_str()]);
+    let run = petal(
+        dir.path(),
+        [
+            "predict".as_ref(),
+            "-m".as_ref(),
+            "b".as_ref(),
+            "--json".as_ref(),
+            "empty.png".as_ref(),
+            photo("small_200x150.png").as_os_str(),
+        ],
+    );
     let err = run.failure();
     assert!(err.contains("empty.png") && err.contains("empty"), "{err}");
     let records: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
@@ -95,5 +189,8 @@ fn predict_reports_bad_files_and_keeps_going() {
 fn predict_without_bundle_names_the_path() {
     let dir = tempdir();
     let err = petal(dir.path(), ["predict", "--model", "nowhere", "x.jpg"]).failure();
-    assert!(err.contains("nowhere") && err.contains("petal.json"), "{err}");
+    assert!(
+        err.contains("nowhere") && err.contains("petal.json"),
+        "{err}"
+    );
 }

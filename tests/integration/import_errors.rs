@@ -1,12 +1,17 @@
 //! Import failures: each names the file and what is wrong with it.
 
 use crate::reference::{edit_safetensors, resnet18};
+use crate::util::tempdir;
 use burn::prelude::*;
 use petal_shared::Arch;
 use petal_shared::import::{Head, ImportError, load_torchvision};
-use crate::util::tempdir;
 
-fn import(path: &std::path::Path, arch: Arch, classes: usize, head: Head) -> Result<(), ImportError> {
+fn import(
+    path: &std::path::Path,
+    arch: Arch,
+    classes: usize,
+    head: Head,
+) -> Result<(), ImportError> {
     load_torchvision(path, arch, classes, head, &Device::flex()).map(|_| ())
 }
 
@@ -16,7 +21,12 @@ fn wrong_depth_names_what_the_file_holds() {
     let err = import(&r.file("resnet18.pth"), Arch::ResNet34, 1000, Head::Keep).unwrap_err();
     assert!(matches!(err, ImportError::ArchMismatch { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("resnet18.pth") && msg.contains("holds a resnet18") && msg.contains("resnet34"), "{msg}");
+    assert!(
+        msg.contains("resnet18.pth")
+            && msg.contains("holds a resnet18")
+            && msg.contains("resnet34"),
+        "{msg}"
+    );
     let err = import(&r.file("resnet18.pth"), Arch::ResNet50, 1000, Head::Keep).unwrap_err();
     assert!(err.to_string().contains("holds a resnet18"), "{err}");
 }
@@ -26,7 +36,9 @@ fn missing_key_is_named() {
     let dir = tempdir();
     let edited = dir.path().join("partial.safetensors");
     edit_safetensors(&resnet18().file("resnet18.safetensors"), &edited, |h| {
-        h.remove("layer2.1.bn2.running_var");
+        // Rename rather than remove: the data section must stay contiguous.
+        let entry = h.remove("layer2.1.bn2.running_var").unwrap();
+        h.insert("layer2.1.bn2.running_variance".into(), entry);
     });
     let err = import(&edited, Arch::ResNet18, 1000, Head::Keep).unwrap_err();
     match &err {
@@ -46,7 +58,12 @@ fn shape_mismatch_is_named_in_torch_order() {
     });
     let err = import(&edited, Arch::ResNet18, 1000, Head::Keep).unwrap_err();
     match &err {
-        ImportError::ShapeMismatch { key, expected, found, .. } => {
+        ImportError::ShapeMismatch {
+            key,
+            expected,
+            found,
+            ..
+        } => {
             assert_eq!(key, "layer1.0.conv1.weight");
             assert_eq!(expected, &[64, 64, 3, 3]);
             assert_eq!(found, &[64, 64, 9, 1]);
@@ -63,8 +80,17 @@ fn garbage_file_is_a_read_error() {
     let err = import(&garbage, Arch::ResNet18, 1000, Head::Keep).unwrap_err();
     assert!(matches!(err, ImportError::Read { .. }), "{err}");
     assert!(err.to_string().contains("garbage.pth"), "{err}");
-    let err = import(&dir.path().join("absent.pth"), Arch::ResNet18, 1000, Head::Keep).unwrap_err();
-    assert!(err.to_string().contains("absent.pth") && err.to_string().contains("no such file"), "{err}");
+    let err = import(
+        &dir.path().join("absent.pth"),
+        Arch::ResNet18,
+        1000,
+        Head::Keep,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("absent.pth") && err.to_string().contains("no such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -72,10 +98,18 @@ fn class_count_mismatch_needs_a_new_head() {
     let r = resnet18();
     let err = import(&r.file("resnet18.pth"), Arch::ResNet18, 5, Head::Keep).unwrap_err();
     match &err {
-        ImportError::ShapeMismatch { key, expected, found, .. } => {
+        ImportError::ShapeMismatch {
+            key,
+            expected,
+            found,
+            ..
+        } => {
             assert!(key.starts_with("fc."), "{key}");
             if key == "fc.weight" {
-                assert_eq!((expected.as_slice(), found.as_slice()), (&[5, 512][..], &[1000, 512][..]));
+                assert_eq!(
+                    (expected.as_slice(), found.as_slice()),
+                    (&[5, 512][..], &[1000, 512][..])
+                );
             }
         }
         other => panic!("expected ShapeMismatch, got {other}"),
@@ -84,10 +118,28 @@ fn class_count_mismatch_needs_a_new_head() {
 
     // With a new head, the backbone comes from the file and the head is fresh.
     let device = Device::flex();
-    let (fresh, report) = load_torchvision(&r.file("resnet18.pth"), Arch::ResNet18, 5, Head::Replace, &device).unwrap();
-    let (full, _) = load_torchvision(&r.file("resnet18.pth"), Arch::ResNet18, 1000, Head::Keep, &device).unwrap();
+    let (fresh, report) = load_torchvision(
+        &r.file("resnet18.pth"),
+        Arch::ResNet18,
+        5,
+        Head::Replace,
+        &device,
+    )
+    .unwrap();
+    let (full, _) = load_torchvision(
+        &r.file("resnet18.pth"),
+        Arch::ResNet18,
+        1000,
+        Head::Keep,
+        &device,
+    )
+    .unwrap();
     assert_eq!(fresh.num_classes(), 5);
-    assert!(report.ignored.iter().any(|k| k == "fc.weight"), "{:?}", report.ignored);
+    assert!(
+        report.ignored.iter().any(|k| k == "fc.weight"),
+        "{:?}",
+        report.ignored
+    );
     let same = |a: Tensor<4>, b: Tensor<4>| a.equal(b).all().into_scalar::<bool>();
     assert!(same(fresh.conv1.weight.val(), full.conv1.weight.val()));
 }

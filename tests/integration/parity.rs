@@ -1,15 +1,17 @@
 //! Network parity with torchvision: seeded weights with measured BatchNorm statistics, imported
 //! through the public import path, must reproduce torchvision's activations stage by stage.
 
-use crate::reference::{Reference, resnet101, resnet18};
+use crate::reference::{Reference, resnet18, resnet101};
+use crate::util::read_npy;
 use burn::prelude::*;
 use petal_shared::Arch;
 use petal_shared::classify::top_k_indices;
 use petal_shared::import::{Head, load_torchvision};
-use crate::util::read_npy;
 use std::path::Path;
 
-const STAGES: [&str; 7] = ["stem", "layer1", "layer2", "layer3", "layer4", "pooled", "logits"];
+const STAGES: [&str; 7] = [
+    "stem", "layer1", "layer2", "layer3", "layer4", "pooled", "logits",
+];
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
@@ -20,7 +22,14 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
     let device = Device::flex();
     let (model, report) = load_torchvision(weights, arch, 1000, Head::Keep, &device)
         .unwrap_or_else(|e| panic!("import failed: {e}"));
-    assert!(report.ignored.iter().all(|k| k.ends_with("num_batches_tracked")), "{:?}", report.ignored);
+    assert!(
+        report
+            .ignored
+            .iter()
+            .all(|k| k.ends_with("num_batches_tracked")),
+        "{:?}",
+        report.ignored
+    );
 
     let (shape, input) = read_npy::<f32>(&reference.file("input.npy"));
     let x = Tensor::<4>::from_data(TensorData::new(input, shape.clone()), &device);
@@ -39,16 +48,26 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
         let (_, want) = read_npy::<f32>(&reference.file(&format!("{arch}.{name}.npy")));
         assert_eq!(got.len(), want.len(), "{arch} {name}: element count");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         println!("{arch} {name:>6}: max |Δ| {err:.2e} (max |ref| {scale:.1})");
         // f32 reassociation noise grows with depth; 2e-5 of the stage's range is still ~100×
         // below any mapping mistake (a wrong or transposed tensor moves values by O(range)).
-        assert!(err <= 2e-5 * scale.max(1.0) + 1e-5, "{arch} {name}: max |Δ| {err} vs range {scale}");
+        assert!(
+            err <= 2e-5 * scale.max(1.0) + 1e-5,
+            "{arch} {name}: max |Δ| {err} vs range {scale}"
+        );
         if *name == "logits" {
             logit_err = err;
             assert!(err <= 1e-3, "{arch} logits: max |Δ| {err}");
             for (row_got, row_want) in got.chunks(1000).zip(want.chunks(1000)) {
-                assert_eq!(top_k_indices(row_got, 5), top_k_indices(row_want, 5), "{arch} top-5");
+                assert_eq!(
+                    top_k_indices(row_got, 5),
+                    top_k_indices(row_want, 5),
+                    "{arch} top-5"
+                );
             }
         }
     }

@@ -40,10 +40,15 @@ pub fn resnet101() -> &'static Reference {
 }
 
 /// Rewrites a safetensors file's JSON header with `edit`, keeping the data section.
-pub fn edit_safetensors(src: &Path, dst: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+pub fn edit_safetensors(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) {
     let bytes = std::fs::read(src).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     edit(&mut header);
     let mut raw = serde_json::to_vec(&header).unwrap();
     while raw.len() % 8 != 0 {

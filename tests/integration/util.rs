@@ -11,7 +11,8 @@ pub fn repo() -> PathBuf {
 
 /// `../shared/fixtures` beside the checkout (override with `PETAL_FIXTURES`).
 pub fn fixtures() -> PathBuf {
-    std::env::var_os("PETAL_FIXTURES").map_or_else(|| repo().join("../shared/fixtures"), PathBuf::from)
+    std::env::var_os("PETAL_FIXTURES")
+        .map_or_else(|| repo().join("../shared/fixtures"), PathBuf::from)
 }
 
 /// A reference photo by file name.
@@ -33,7 +34,12 @@ pub fn torchvision_reference(out: &Path, args: &[&str]) {
         .arg(out)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (apt install python3-torchvision): {e}", python()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (apt install python3-torchvision): {e}",
+                python()
+            )
+        });
     assert!(
         output.status.success(),
         "torchvision reference failed:\n{}",
@@ -108,5 +114,8 @@ where
 
 /// A fresh temporary folder, removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("petal-test-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("petal-test-")
+        .tempdir()
+        .expect("temp dir")
 }

@@ -36,7 +36,10 @@ impl Classifier {
     pub fn logits(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let side = self.preprocessor.crop;
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
-        let x = Tensor::<4>::from_data(TensorData::new(flat, [inputs.len(), 3, side, side]), &self.device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(flat, [inputs.len(), 3, side, side]),
+            &self.device,
+        );
         let out = self.bundle.model.forward(x);
         let classes = out.dims()[1];
         let values = out
@@ -65,7 +68,10 @@ impl Classifier {
                         .map_err(|e| e.to_string())
                 })
                 .collect();
-            let ok: Vec<Vec<f32>> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+            let ok: Vec<Vec<f32>> = decoded
+                .iter()
+                .filter_map(|d| d.as_ref().ok().cloned())
+                .collect();
             let mut logits = if ok.is_empty() {
                 Vec::new()
             } else {

@@ -19,7 +19,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -44,7 +47,9 @@ impl Bundle {
         let meta_path = dir.join(META_FILE);
         let meta_json = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let meta = super::BundleMeta::from_json(&meta_json).map_err(|e| match e {
-            BundleError::Metadata(m) => BundleError::Metadata(format!("{}: {m}", meta_path.display())),
+            BundleError::Metadata(m) => {
+                BundleError::Metadata(format!("{}: {m}", meta_path.display()))
+            }
             other => other,
         })?;
         let weights_path = dir.join(&meta.weights);

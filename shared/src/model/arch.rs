@@ -88,7 +88,9 @@ impl fmt::Display for Arch {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown architecture '{0}' (expected resnet18, resnet34, resnet50, resnet101 or resnet152)")]
+#[error(
+    "unknown architecture '{0}' (expected resnet18, resnet34, resnet50, resnet101 or resnet152)"
+)]
 pub struct ParseArchError(pub String);
 
 impl FromStr for Arch {
@@ -118,7 +120,13 @@ mod tests {
         assert_eq!("resnet101".parse(), Ok(Arch::ResNet101));
         assert_eq!("ResNet-18".parse(), Ok(Arch::ResNet18));
         assert_eq!("50".parse(), Ok(Arch::ResNet50));
-        assert!("resnet19".parse::<Arch>().unwrap_err().to_string().contains("resnet19"));
+        assert!(
+            "resnet19"
+                .parse::<Arch>()
+                .unwrap_err()
+                .to_string()
+                .contains("resnet19")
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl ResNet {
     /// Pooled features before the head: `[N, 3, H, W]` → `[N, feature_dim]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.stem(images);
-        let x = run(&self.layer4, run(&self.layer3, run(&self.layer2, run(&self.layer1, x))));
+        let x = run(
+            &self.layer4,
+            run(&self.layer3, run(&self.layer2, run(&self.layer1, x))),
+        );
         self.pool(x)
     }
 

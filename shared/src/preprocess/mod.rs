@@ -157,7 +157,10 @@ pub fn crop_offset(dim: usize, crop: usize) -> usize {
 /// `CenterCrop(size)` of an image at least `size` pixels on each side.
 pub fn center_crop(img: &RgbImage, size: usize) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    assert!(w >= size && h >= size, "center_crop: {w}x{h} is smaller than {size}");
+    assert!(
+        w >= size && h >= size,
+        "center_crop: {w}x{h} is smaller than {size}"
+    );
     let (x0, y0) = (crop_offset(w, size), crop_offset(h, size));
     let src = img.as_raw();
     let mut out = Vec::with_capacity(size * size * 3);

@@ -172,7 +172,10 @@ mod tests {
             let c = Coefficients::new(i, o);
             for x in 0..o {
                 let sum: i64 = c.taps_for(x).1.iter().map(|&w| i64::from(w)).sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= c.taps as i64, "{i}->{o} @ {x}");
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= c.taps as i64,
+                    "{i}->{o} @ {x}"
+                );
             }
         }
     }
@@ -192,6 +195,9 @@ mod tests {
         let row = [0u8, 100, 200, 40];
         let src = RgbImage::from_fn(4, 1, |x, _| image::Rgb([row[x as usize]; 3]));
         let out = resize_bilinear(&src, 2, 1);
-        assert_eq!([out.get_pixel(0, 0).0[0], out.get_pixel(1, 0).0[0]], [71, 117]);
+        assert_eq!(
+            [out.get_pixel(0, 0).0[0], out.get_pixel(1, 0).0[0]],
+            [71, 117]
+        );
     }
 }

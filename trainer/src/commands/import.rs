@@ -51,7 +51,10 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = labels.iter().find(|l| !seen.insert(l.as_str())) {
-        bail!("labels file {}: class '{dup}' appears twice", path.display());
+        bail!(
+            "labels file {}: class '{dup}' appears twice",
+            path.display()
+        );
     }
     Ok(labels)
 }
@@ -59,7 +62,11 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
 pub fn run(args: Args) -> Result<ExitCode> {
     let labels = read_labels(&args.labels)?;
     let device = DeviceArg::Cpu.device();
-    let head = if args.new_head { Head::Replace } else { Head::Keep };
+    let head = if args.new_head {
+        Head::Replace
+    } else {
+        Head::Keep
+    };
     let (model, report) = load_torchvision(&args.weights, args.arch, labels.len(), head, &device)?;
     log::info!(
         "imported {} tensors from {} (ignored: {})",
@@ -68,10 +75,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         report.ignored.len()
     );
     let mut meta = BundleMeta::new(args.arch, labels, args.image_size, args.resize);
-    meta.precision = if args.f16 { Precision::F16 } else { Precision::F32 };
+    meta.precision = if args.f16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
     meta.source = format!(
         "import {}",
-        args.weights.file_name().unwrap_or_default().to_string_lossy()
+        args.weights
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
     );
     let bundle = Bundle::new(meta, model)?;
     bundle.meta.preprocessor().validate()?;

@@ -86,7 +86,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         })
                         .collect()
                 }),
-                logits: outcome.as_ref().ok().filter(|_| args.logits).map(Vec::as_slice),
+                logits: outcome
+                    .as_ref()
+                    .ok()
+                    .filter(|_| args.logits)
+                    .map(Vec::as_slice),
                 error: outcome.as_ref().err().map(String::as_str),
             })
             .collect();
