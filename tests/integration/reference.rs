@@ -51,7 +51,7 @@ pub fn edit_safetensors(
         serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     edit(&mut header);
     let mut raw = serde_json::to_vec(&header).unwrap();
-    while raw.len() % 8 != 0 {
+    while !raw.len().is_multiple_of(8) {
         raw.push(b' ');
     }
     let mut out = (raw.len() as u64).to_le_bytes().to_vec();

@@ -1,0 +1,186 @@
+//! CPU inference and preprocessing throughput, next to torchvision on the same machine.
+//!
+//! `cargo bench -p petal-trainer --bench inference` runs every configuration, each in a child
+//! process so that its peak memory (VmHWM) is its own, then runs `benches/torchvision_bench.py`
+//! for the same configurations and prints one table. Arguments:
+//!   `--quick`            fewer iterations
+//!   `--only ARCH:BATCH`  one configuration in this process (what the children run)
+//!   `--backend NAME`     flex (default) or ndarray (needs `--features ndarray`)
+//! Figures only: nothing here passes or fails on timing.
+
+use burn::prelude::*;
+use petal_shared::{Arch, Preprocessor, ResNetConfig};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CONFIGS: [(Arch, usize); 6] = [
+    (Arch::ResNet18, 1),
+    (Arch::ResNet18, 8),
+    (Arch::ResNet50, 1),
+    (Arch::ResNet50, 8),
+    (Arch::ResNet101, 1),
+    (Arch::ResNet101, 8),
+];
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn device(backend: &str) -> Device {
+    match backend {
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        "ndarray" => Device::ndarray(),
+        "flex" => Device::flex(),
+        other => panic!("backend {other} is not in this build"),
+    }
+}
+
+/// Runs `f` until `budget` has passed (at least `min_iters` times, after one warm-up call);
+/// returns seconds per call (median).
+fn time(mut f: impl FnMut(), min_iters: usize, budget: Duration) -> f64 {
+    f();
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < min_iters || start.elapsed() < budget {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// One configuration: prints `arch batch images/s peak_MiB weights_MiB`.
+fn run_one(arch: Arch, batch: usize, backend: &str, quick: bool) {
+    let device = device(backend);
+    let model = ResNetConfig::new(arch, 1000).init(&device);
+    let weights_mib = model.num_params() as f64 * 4.0 / (1024.0 * 1024.0);
+    let x = Tensor::<4>::random(
+        [batch, 3, 224, 224],
+        burn::tensor::Distribution::Default,
+        &device,
+    );
+    let budget = Duration::from_secs(if quick { 3 } else { 10 });
+    let secs = time(
+        || {
+            let out = model.forward(x.clone());
+            let _ = out.into_data();
+        },
+        3,
+        budget,
+    );
+    println!(
+        "{arch} {batch} {:.2} {:.0} {:.0}",
+        batch as f64 / secs,
+        peak_rss_mib(),
+        weights_mib
+    );
+}
+
+fn preprocess_bench(quick: bool) -> f64 {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/photos/sk_china.jpg");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let pre = Preprocessor::default();
+    let budget = Duration::from_secs(if quick { 2 } else { 5 });
+    let secs = time(
+        || {
+            std::hint::black_box(pre.tensor_from_bytes(&bytes).unwrap());
+        },
+        10,
+        budget,
+    );
+    1.0 / secs
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let backend = value("--backend").unwrap_or_else(|| "flex".into());
+    if let Some(only) = value("--only") {
+        let (arch, batch) = only.split_once(':').expect("--only ARCH:BATCH");
+        run_one(
+            arch.parse().unwrap(),
+            batch.parse().unwrap(),
+            &backend,
+            quick,
+        );
+        return;
+    }
+
+    let exe = std::env::current_exe().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/torchvision_bench.py");
+    let python = std::env::var("PETAL_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("CPU inference at 224x224, {threads} threads, median of repeated forwards");
+    println!(
+        "{:<10} {:>5} | {:>14} {:>10} | {:>14} {:>10} | {:>7} | {:>8}",
+        "model", "batch", "petal img/s", "peak MiB", "torch img/s", "peak MiB", "ratio", "weights"
+    );
+    for (arch, batch) in CONFIGS {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--only", &format!("{arch}:{batch}"), "--backend", &backend]);
+        if quick {
+            cmd.arg("--quick");
+        }
+        let ours = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        let mut torch_cmd = Command::new(&python);
+        torch_cmd
+            .arg(&script)
+            .args(["--arch", arch.name(), "--batch", &batch.to_string()]);
+        if quick {
+            torch_cmd.arg("--quick");
+        }
+        let theirs = torch_cmd
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let o: Vec<&str> = ours.split_whitespace().collect();
+        let t: Vec<&str> = theirs.split_whitespace().collect();
+        let ratio = match (
+            o.get(2).and_then(|v| v.parse::<f64>().ok()),
+            t.get(2).and_then(|v| v.parse::<f64>().ok()),
+        ) {
+            (Some(a), Some(b)) => format!("{:.2}x", a / b),
+            _ => "n/a".into(),
+        };
+        println!(
+            "{:<10} {:>5} | {:>14} {:>10} | {:>14} {:>10} | {:>7} | {:>6} MiB",
+            arch.name(),
+            batch,
+            o.get(2).unwrap_or(&"?"),
+            o.get(3).unwrap_or(&"?"),
+            t.get(2).unwrap_or(&"?"),
+            t.get(3).unwrap_or(&"?"),
+            ratio,
+            o.get(4).unwrap_or(&"?"),
+        );
+    }
+
+    let ours = preprocess_bench(quick);
+    let mut torch_cmd = Command::new(&python);
+    torch_cmd.arg(&script).arg("--preprocess");
+    let theirs = torch_cmd
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let ratio = theirs
+        .parse::<f64>()
+        .map_or("n/a".into(), |t| format!("{:.2}x", ours / t));
+    println!(
+        "\npreprocess 640x427 JPEG (decode, resize 256, crop 224, normalise): petal {ours:.1} img/s, Pillow+torchvision {theirs} img/s, ratio {ratio}"
+    );
+}
