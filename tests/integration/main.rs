@@ -4,4 +4,5 @@ mod cli;
 mod import_errors;
 mod parity;
 mod reference;
+mod train;
 mod util;

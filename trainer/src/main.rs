@@ -2,8 +2,10 @@
 
 mod backend;
 mod commands;
+mod data;
 mod inference;
 mod npy;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +26,9 @@ enum Command {
     Preprocess(commands::preprocess::Args),
     Import(commands::import::Args),
     Predict(commands::predict::Args),
+    Train(commands::train::Args),
+    Score(commands::score::Args),
+    Demo(commands::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +45,9 @@ fn main() -> ExitCode {
         Command::Preprocess(args) => commands::preprocess::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Predict(args) => commands::predict::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Score(args) => commands::score::run(args),
+        Command::Demo(args) => commands::demo::run(args),
     };
     match result {
         Ok(code) => code,

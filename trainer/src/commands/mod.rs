@@ -1,3 +1,6 @@
+pub mod demo;
 pub mod import;
 pub mod predict;
 pub mod preprocess;
+pub mod score;
+pub mod train;

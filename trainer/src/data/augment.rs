@@ -1,0 +1,176 @@
+//! Training augmentation with torchvision's semantics: `RandomRotation(30)` (nearest, fill 0,
+//! same size) → `RandomResizedCrop(S, scale=(0.08, 1), ratio=(3/4, 4/3))` (Pillow bilinear) →
+//! `RandomHorizontalFlip()` → `ToTensor` + `Normalize`.
+
+use image::RgbImage;
+use petal_shared::Preprocessor;
+use petal_shared::preprocess::resize_bilinear;
+use rand::RngExt;
+
+/// The original recipe's augmentation.
+#[derive(Debug, Clone)]
+pub struct Augment {
+    pub rotation_degrees: f32,
+    pub scale: (f32, f32),
+    pub ratio: (f32, f32),
+    pub flip_probability: f64,
+    pub size: u32,
+}
+
+impl Augment {
+    pub fn recipe(size: u32) -> Self {
+        Self {
+            rotation_degrees: 30.0,
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip_probability: 0.5,
+            size,
+        }
+    }
+
+    /// Augmented, normalised CHW tensor of one decoded image.
+    pub fn apply(&self, img: &RgbImage, pre: &Preprocessor, rng: &mut impl RngExt) -> Vec<f32> {
+        let angle = rng.random_range(-self.rotation_degrees..=self.rotation_degrees);
+        let img = rotate(img, angle);
+        let (x, y, w, h) =
+            random_resized_crop_box(img.width(), img.height(), self.scale, self.ratio, rng);
+        let crop = image::imageops::crop_imm(&img, x, y, w, h).to_image();
+        let mut out = resize_bilinear(&crop, self.size, self.size);
+        if rng.random_bool(self.flip_probability) {
+            image::imageops::flip_horizontal_in_place(&mut out);
+        }
+        pre.normalize(&out)
+    }
+}
+
+/// Rotates counter-clockwise by `degrees` about the centre, like PIL's `rotate` with NEAREST
+/// and fill 0: output pixel centres are mapped back into the source.
+pub fn rotate(img: &RgbImage, degrees: f32) -> RgbImage {
+    let (w, h) = (img.width(), img.height());
+    let (sin, cos) = f64::from(degrees).to_radians().sin_cos();
+    let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
+    RgbImage::from_fn(w, h, |x, y| {
+        let dx = f64::from(x) + 0.5 - cx;
+        let dy = f64::from(y) + 0.5 - cy;
+        let sx = (cos * dx - sin * dy + cx).floor();
+        let sy = (sin * dx + cos * dy + cy).floor();
+        if sx >= 0.0 && sy >= 0.0 && sx < f64::from(w) && sy < f64::from(h) {
+            *img.get_pixel(sx as u32, sy as u32)
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    })
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: `(x, y, width, height)` inside the image.
+pub fn random_resized_crop_box(
+    width: u32,
+    height: u32,
+    scale: (f32, f32),
+    ratio: (f32, f32),
+    rng: &mut impl RngExt,
+) -> (u32, u32, u32, u32) {
+    let area = f64::from(width) * f64::from(height);
+    let (log_lo, log_hi) = (f64::from(ratio.0).ln(), f64::from(ratio.1).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(f64::from(scale.0)..=f64::from(scale.1));
+        let aspect = rng.random_range(log_lo..=log_hi).exp();
+        let w = (target * aspect).sqrt().round() as u32;
+        let h = (target / aspect).sqrt().round() as u32;
+        if w > 0 && h > 0 && w <= width && h <= height {
+            let x = rng.random_range(0..=width - w);
+            let y = rng.random_range(0..=height - h);
+            return (x, y, w, h);
+        }
+    }
+    // Fallback: the whole image, clamped to the allowed aspect ratios, centred.
+    let in_ratio = f64::from(width) / f64::from(height);
+    let (w, h) = if in_ratio < f64::from(ratio.0) {
+        (
+            width,
+            (f64::from(width) / f64::from(ratio.0)).round() as u32,
+        )
+    } else if in_ratio > f64::from(ratio.1) {
+        (
+            (f64::from(height) * f64::from(ratio.1)).round() as u32,
+            height,
+        )
+    } else {
+        (width, height)
+    };
+    ((width - w) / 2, (height - h) / 2, w, h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn numbered(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]))
+    }
+
+    #[test]
+    fn rotation_by_90_degrees_turns_counter_clockwise() {
+        let img = numbered(6, 6);
+        let r = rotate(&img, 90.0);
+        for y in 0..6 {
+            for x in 0..6 {
+                // Counter-clockwise: the source pixel of (x, y) is (5 - y, x).
+                assert_eq!(r.get_pixel(x, y), img.get_pixel(5 - y, x), "at ({x}, {y})");
+            }
+        }
+        assert_eq!(rotate(&img, 0.0), img);
+    }
+
+    #[test]
+    fn rotation_fills_corners_with_black() {
+        let img = RgbImage::from_pixel(20, 10, image::Rgb([255, 255, 255]));
+        let r = rotate(&img, 30.0);
+        assert_eq!(r.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(r.get_pixel(10, 5).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn resized_crop_box_stays_in_bounds_and_ratio() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for (w, h) in [(320, 240), (240, 320), (50, 900), (224, 224)] {
+            for _ in 0..2000 {
+                let (x, y, cw, ch) =
+                    random_resized_crop_box(w, h, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+                assert!(
+                    cw > 0 && ch > 0 && x + cw <= w && y + ch <= h,
+                    "{w}x{h}: {x},{y} {cw}x{ch}"
+                );
+                let area = f64::from(cw * ch) / f64::from(w * h);
+                let ratio = f64::from(cw) / f64::from(ch);
+                // Rounding to whole pixels can nudge area and ratio slightly past the bounds.
+                if (w, h) != (50, 900) {
+                    assert!((0.07..=1.0).contains(&area), "area {area}");
+                    assert!((0.70..=1.40).contains(&ratio), "ratio {ratio}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn augment_output_has_the_crop_size_and_flip_flips() {
+        let pre = Preprocessor::new(40, 32).unwrap();
+        let img = numbered(64, 48);
+        let no_change = Augment {
+            rotation_degrees: 0.0,
+            scale: (1.0, 1.0),
+            ratio: (64.0 / 48.0, 64.0 / 48.0),
+            flip_probability: 1.0,
+            size: 64,
+        };
+        // Full-image crop at the same aspect, resized to 64x64, then always flipped.
+        let t = no_change.apply(&img, &pre, &mut StdRng::seed_from_u64(1));
+        assert_eq!(t.len(), 3 * 64 * 64);
+        let unflipped = pre.normalize(&resize_bilinear(&img, 64, 64));
+        // Red channel = x coordinate: row 0 reversed.
+        let row: Vec<f32> = unflipped[..64].iter().rev().copied().collect();
+        assert_eq!(&t[..64], &row[..]);
+    }
+}
