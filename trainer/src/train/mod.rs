@@ -48,11 +48,14 @@ pub struct TrainSummary {
     pub bundle: PathBuf,
 }
 
+/// A file that could not be used, and why.
+type Skipped = (PathBuf, String);
+
 /// A decoded batch: images `[N, 3, S, S]` flattened, labels, and the files that failed.
 struct Batch {
     images: Vec<f32>,
     labels: Vec<i64>,
-    failed: Vec<(PathBuf, String)>,
+    failed: Vec<Skipped>,
 }
 
 fn load_batch(
@@ -60,7 +63,7 @@ fn load_batch(
     pre: &Preprocessor,
     augment: Option<(&Augment, u64)>,
 ) -> Batch {
-    let decoded: Vec<Result<(Vec<f32>, i64), (PathBuf, String)>> = samples
+    let decoded: Vec<Result<(Vec<f32>, i64), Skipped>> = samples
         .par_iter()
         .enumerate()
         .map(|(i, s)| {
