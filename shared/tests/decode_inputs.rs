@@ -89,8 +89,11 @@ fn truncated_png_is_a_decode_error() {
 
 #[test]
 fn truncated_jpeg_is_an_error_not_a_panic() {
-    let photos =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/photos");
+    let fixtures = std::env::var_os("PETAL_FIXTURES").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
+        std::path::PathBuf::from,
+    );
+    let photos = fixtures.join("photos");
     let jpeg = std::fs::read(photos.join("coffee_q90.jpg")).unwrap();
     for cut in [2, 100, jpeg.len() / 3] {
         // Whatever the decoder makes of a cut-off scan, it must not panic; a cut inside the
