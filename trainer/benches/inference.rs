@@ -109,6 +109,14 @@ fn main() {
             .cloned()
     };
     let backend = value("--backend").unwrap_or_else(|| "flex".into());
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and a benchmark is not a test.
+    if !args.iter().any(|a| a == "--bench" || a == "--only") {
+        println!(
+            "inference benchmark: run it with `cargo bench -p petal-trainer --bench inference`"
+        );
+        return;
+    }
     if let Some(only) = value("--only") {
         let (arch, batch) = only.split_once(':').expect("--only ARCH:BATCH");
         run_one(
