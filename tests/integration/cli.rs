@@ -1,7 +1,8 @@
 //! The `petal` binary end to end: preprocess, import, predict.
 
 use crate::reference::{PHOTO, resnet18};
-use crate::util::{fixtures, petal, photo, read_npy, tempdir};
+use crate::util::{Run, fixtures, petal, photo, read_npy, tempdir};
+use std::ffi::OsString;
 use std::path::Path;
 
 fn write_labels(dir: &Path, n: usize) -> std::path::PathBuf {
@@ -9,6 +10,23 @@ fn write_labels(dir: &Path, n: usize) -> std::path::PathBuf {
     let text: String = (0..n).map(|i| format!("class{i}\n")).collect();
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `petal import` of the reference ResNet-18 with `classes` generated labels into `out`.
+fn import_resnet18(dir: &Path, classes: usize, out: &str, extra: &[&str]) -> Run {
+    let labels = write_labels(dir, classes);
+    let mut args: Vec<OsString> = vec![
+        "import".into(),
+        resnet18().file("resnet18.pth").into(),
+        "--arch".into(),
+        "resnet18".into(),
+        "--labels".into(),
+        labels.into(),
+        "-o".into(),
+        out.into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    petal(dir, args)
 }
 
 #[test]
@@ -54,21 +72,7 @@ fn preprocess_error_names_the_file() {
 fn import_then_predict_matches_torchvision() {
     let r = resnet18();
     let dir = tempdir();
-    let labels = write_labels(dir.path(), 1000);
-    let out = petal(
-        dir.path(),
-        [
-            "import".as_ref(),
-            r.file("resnet18.pth").as_os_str(),
-            "--arch".as_ref(),
-            "resnet18".as_ref(),
-            "--labels".as_ref(),
-            labels.as_os_str(),
-            "-o".as_ref(),
-            "bundle".as_ref(),
-        ],
-    )
-    .success();
+    let out = import_resnet18(dir.path(), 1000, "bundle", &[]).success();
     assert!(
         out.contains("resnet18") && out.contains("1000 classes"),
         "{out}"
@@ -115,24 +119,8 @@ fn import_then_predict_matches_torchvision() {
 
 #[test]
 fn import_refuses_class_count_mismatch_without_new_head() {
-    let r = resnet18();
     let dir = tempdir();
-    let labels = write_labels(dir.path(), 5);
-    let args = |extra: &[&str]| {
-        let mut v: Vec<std::ffi::OsString> = vec![
-            "import".into(),
-            r.file("resnet18.pth").into(),
-            "--arch".into(),
-            "resnet18".into(),
-            "--labels".into(),
-            labels.clone().into(),
-            "-o".into(),
-            "b".into(),
-        ];
-        v.extend(extra.iter().map(Into::into));
-        v
-    };
-    let err = petal(dir.path(), args(&[])).failure();
+    let err = import_resnet18(dir.path(), 5, "b", &[]).failure();
     assert!(
         err.contains("fc.") && err.contains("replace the head"),
         "{err}"
@@ -141,31 +129,15 @@ fn import_refuses_class_count_mismatch_without_new_head() {
         !dir.path().join("b").exists(),
         "nothing may be written on failure"
     );
-    petal(dir.path(), args(&["--new-head", "--f16"])).success();
+    import_resnet18(dir.path(), 5, "b", &["--new-head", "--f16"]).success();
     let meta = std::fs::read_to_string(dir.path().join("b/petal.json")).unwrap();
     assert!(meta.contains("\"f16\""), "{meta}");
 }
 
 #[test]
 fn predict_reports_bad_files_and_keeps_going() {
-    let r = resnet18();
     let dir = tempdir();
-    let labels = write_labels(dir.path(), 3);
-    petal(
-        dir.path(),
-        [
-            "import".as_ref(),
-            r.file("resnet18.pth").as_os_str(),
-            "--arch".as_ref(),
-            "resnet18".as_ref(),
-            "--labels".as_ref(),
-            labels.as_os_str(),
-            "--new-head".as_ref(),
-            "-o".as_ref(),
-            "b".as_ref(),
-        ],
-    )
-    .success();
+    import_resnet18(dir.path(), 3, "b", &["--new-head"]).success();
     std::fs::write(dir.path().join("empty.png"), b"").unwrap();
     let run = petal(
         dir.path(),
