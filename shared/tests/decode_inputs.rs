@@ -4,6 +4,8 @@ use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
 use petal_shared::{PreprocessError, Preprocessor};
 use std::io::Cursor;
 
+mod common;
+
 fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut buf = Cursor::new(Vec::new());
     img.write_to(&mut buf, format).unwrap();
@@ -89,11 +91,7 @@ fn truncated_png_is_a_decode_error() {
 
 #[test]
 fn truncated_jpeg_is_an_error_not_a_panic() {
-    let fixtures = std::env::var_os("PETAL_FIXTURES").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
-        std::path::PathBuf::from,
-    );
-    let photos = fixtures.join("photos");
+    let photos = common::fixtures().join("photos");
     let jpeg = std::fs::read(photos.join("coffee_q90.jpg")).unwrap();
     for cut in [2, 100, jpeg.len() / 3] {
         // Whatever the decoder makes of a cut-off scan, it must not panic; a cut inside the

@@ -10,12 +10,8 @@ use petal_shared::Preprocessor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("PETAL_FIXTURES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
-        PathBuf::from,
-    )
-}
+mod common;
+use common::fixtures;
 
 fn photos(ext: &str) -> Vec<PathBuf> {
     let dir = fixtures().join("photos");

@@ -8,7 +8,6 @@ pub use split::Split;
 
 use crate::data::ImageFolder;
 use crate::data::augment::Augment;
-use crate::inference::Classifier;
 use anyhow::{Context, Result, bail};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
@@ -102,13 +101,16 @@ fn load_batch(
     batch
 }
 
-fn to_tensors(batch: &Batch, side: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-    let n = batch.labels.len();
-    let x = Tensor::<4>::from_data(
-        TensorData::new(batch.images.clone(), [n, 3, side, side]),
-        device,
-    );
-    let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), device);
+/// Moves a batch's pixels (no copy) and labels onto `device`.
+fn to_tensors(
+    images: Vec<f32>,
+    labels: &[i64],
+    side: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<1, Int>) {
+    let n = labels.len();
+    let x = Tensor::<4>::from_data(TensorData::new(images, [n, 3, side, side]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), device);
     (x, y)
 }
 
@@ -123,11 +125,16 @@ fn evaluate(
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let (mut loss_sum, mut correct, mut count) = (0.0, 0usize, 0usize);
     for chunk in samples.chunks(batch_size) {
-        let batch = load_batch(chunk, pre, None);
+        let mut batch = load_batch(chunk, pre, None);
         if batch.labels.is_empty() {
             continue;
         }
-        let (x, y) = to_tensors(&batch, pre.crop, device);
+        let (x, y) = to_tensors(
+            std::mem::take(&mut batch.images),
+            &batch.labels,
+            pre.crop,
+            device,
+        );
         let logits = model.forward(x);
         let n = batch.labels.len();
         loss_sum += f64::from(loss_fn.forward(logits.clone(), y).into_scalar::<f32>()) * n as f64;
@@ -206,7 +213,7 @@ pub fn train(
                 .seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add((epoch * 100_000 + step) as u64);
-            let batch = load_batch(&samples, &pre, Some((&augment, seed)));
+            let mut batch = load_batch(&samples, &pre, Some((&augment, seed)));
             for (path, err) in &batch.failed {
                 if skipped.insert(path.clone()) {
                     log::warn!("skipping {}: {err}", path.display());
@@ -216,7 +223,12 @@ pub fn train(
             if batch.labels.len() < 2 {
                 continue;
             }
-            let (x, y) = to_tensors(&batch, cfg.image_size, &train_device);
+            let (x, y) = to_tensors(
+                std::mem::take(&mut batch.images),
+                &batch.labels,
+                cfg.image_size,
+                &train_device,
+            );
             let loss = loss_fn.forward(model.forward(x), y);
             let value = f64::from(loss.clone().into_scalar::<f32>());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -245,26 +257,17 @@ pub fn train(
     bar.finish_and_clear();
 
     let (best_epoch, best_val_accuracy, best_model) = best.context("no epoch ran")?;
+    // The exported bundle round-trips bit-exactly, so the in-memory model is the one to test.
+    let test_accuracy = if split.test.is_empty() {
+        None
+    } else {
+        Some(evaluate(&best_model, &split.test, &pre, cfg.batch_size, device)?.1)
+    };
     let mut meta = BundleMeta::new(cfg.arch, data.classes.clone(), cfg.image_size, cfg.resize);
     meta.source = format!("petal train {} (epoch {best_epoch})", out.display());
     let bundle_dir = out.join("bundle");
     Bundle::new(meta, best_model)?.save(&bundle_dir)?;
 
-    let test_accuracy = if split.test.is_empty() {
-        None
-    } else {
-        let classifier = Classifier::load(&bundle_dir, device.clone())?;
-        Some(
-            evaluate(
-                &classifier.bundle.model,
-                &split.test,
-                &pre,
-                cfg.batch_size,
-                device,
-            )?
-            .1,
-        )
-    };
     Ok(TrainSummary {
         best_epoch,
         best_val_accuracy,
