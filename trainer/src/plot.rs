@@ -1,0 +1,559 @@
+//! PNG charts: the confusion matrix of `petal eval` and the training curves of `petal train`.
+//!
+//! Drawn with plotters into an in-memory RGB buffer, encoded with the `image` crate and
+//! written atomically. Text uses DejaVu Sans compiled into the binary (the `dejavu` crate),
+//! registered with plotters' `ab_glyph` renderer: no fontconfig, no system fonts, so the same
+//! pixels come out on a bare CI machine and on a desktop.
+
+use crate::metrics::ConfusionMatrix;
+use anyhow::{Context, Result, anyhow, bail};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{FontStyle, FontTransform, register_font};
+use std::path::Path;
+use std::sync::Once;
+
+/// Registers the embedded font under every family name plotters may ask for (its charts use
+/// "sans-serif" by default); without this, any text fails with "font unavailable".
+fn ensure_fonts() {
+    static FONTS: Once = Once::new();
+    FONTS.call_once(|| {
+        for family in ["sans-serif", "serif", "monospace"] {
+            // The bytes are a valid TrueType file shipped by the crate; registration can only
+            // fail on malformed data, which a test below would catch at once.
+            if register_font(family, FontStyle::Normal, dejavu::sans::regular()).is_err() {
+                log::error!("cannot register the embedded DejaVu Sans font");
+            }
+        }
+    });
+}
+
+/// Draws `(width, height)` pixels with `draw`, then writes them to `path` as PNG.
+fn render_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    ensure_fonts();
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        draw(&root)?;
+        root.present().map_err(plot_err)?;
+    }
+    let img = image::RgbImage::from_raw(width, height, pixels)
+        .context("plot buffer has the wrong size")?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .context("cannot encode PNG")?;
+    petal_shared::bundle::write_atomic(path, &png)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// plotters' errors borrow nothing but are not all `Send + Sync`; keep their message.
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("drawing failed: {e}")
+}
+
+/// Linear blend from white (share 0) to a dark blue (share 1), matplotlib's "Blues" ends.
+fn heat(share: f64) -> RGBColor {
+    let s = share.clamp(0.0, 1.0);
+    let mix = |lo: f64, hi: f64| (lo + (hi - lo) * s).round() as u8;
+    RGBColor(mix(247.0, 8.0), mix(251.0, 48.0), mix(255.0, 107.0))
+}
+
+/// The confusion matrix as a heat map: rows are true classes, columns predictions, class names
+/// on both axes and the count in each cell (when cells are big enough to hold it). A cell's
+/// colour is its share of its row — the fraction of that true class's images — so a small
+/// class's mistakes are as visible as a large one's.
+pub fn confusion_matrix_png(path: &Path, classes: &[String], cm: &ConfusionMatrix) -> Result<()> {
+    cm.check_names(classes)?;
+    let n = cm.classes();
+    if n == 0 {
+        bail!("cannot draw a confusion matrix without classes");
+    }
+    // 5 classes → 72 px cells; 102 (Oxford flowers) → 14 px, names still legible.
+    let cell = (720 / n as u32).clamp(14, 72);
+    let label_px = if cell >= 24 { 14 } else { 10 };
+    let count_px = (f64::from(cell) * 0.32).clamp(10.0, 18.0);
+    let show_counts = cell >= 28;
+
+    ensure_fonts();
+    let label_font = ("sans-serif", label_px).into_font();
+    // Text widths come from the real font, measured before the canvas exists.
+    let widest = classes
+        .iter()
+        .map(|c| text_width(c, label_px))
+        .max()
+        .unwrap_or(0);
+    // Column names lie flat when they fit their cell, else they are turned to read upwards.
+    let rotate_columns = widest + 4 > cell;
+    let title_h = 40;
+    let axis_title = 24;
+    let left = axis_title + widest + 10;
+    let bottom = axis_title + 10 + if rotate_columns { widest } else { label_px };
+    let grid = cell * n as u32;
+    let width = (left + grid + 20).max(320);
+    let height = title_h + grid + bottom;
+
+    let title = format!(
+        "Confusion matrix: {} images, accuracy {:.1}%",
+        cm.total(),
+        cm.accuracy() * 100.0
+    );
+    render_png(path, (width, height), |root| {
+        let centred = |size: f64| {
+            ("sans-serif", size)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Center))
+        };
+        root.draw(&Text::new(
+            title.clone(),
+            (width as i32 / 2, title_h as i32 / 2),
+            centred(16.0),
+        ))
+        .map_err(plot_err)?;
+        let (x0, y0) = (left as i32, title_h as i32);
+        let c = cell as i32;
+        for t in 0..n {
+            let support = cm.support(t);
+            for p in 0..n {
+                let count = cm.count(t, p);
+                let share = if support == 0 {
+                    0.0
+                } else {
+                    count as f64 / support as f64
+                };
+                let (x, y) = (x0 + p as i32 * c, y0 + t as i32 * c);
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + c, y + c)],
+                    heat(share).filled(),
+                ))
+                .map_err(plot_err)?;
+                if show_counts {
+                    let ink = if share > 0.55 { WHITE } else { BLACK };
+                    root.draw(&Text::new(
+                        count.to_string(),
+                        (x + c / 2, y + c / 2),
+                        centred(count_px).color(&ink),
+                    ))
+                    .map_err(plot_err)?;
+                }
+            }
+        }
+        // Grid frame, so white (zero) cells at the border still read as cells.
+        root.draw(&Rectangle::new(
+            [(x0, y0), (x0 + grid as i32, y0 + grid as i32)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(plot_err)?;
+        for (i, name) in classes.iter().enumerate() {
+            let mid = i as i32 * c + c / 2;
+            // Row names, right-aligned against the grid.
+            root.draw(&Text::new(
+                name.clone(),
+                (x0 - 6, y0 + mid),
+                label_font
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Right, VPos::Center)),
+            ))
+            .map_err(plot_err)?;
+            let below = y0 + grid as i32 + 6;
+            let style = if rotate_columns {
+                label_font
+                    .transform(FontTransform::Rotate270)
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Right, VPos::Center))
+            } else {
+                label_font
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Top))
+            };
+            root.draw(&Text::new(name.clone(), (x0 + mid, below), style))
+                .map_err(plot_err)?;
+        }
+        root.draw(&Text::new(
+            "predicted",
+            (
+                x0 + grid as i32 / 2,
+                height as i32 - axis_title as i32 / 2 - 2,
+            ),
+            centred(14.0),
+        ))
+        .map_err(plot_err)?;
+        root.draw(&Text::new(
+            "true",
+            (axis_title as i32 / 2, y0 + grid as i32 / 2),
+            centred(14.0).transform(FontTransform::Rotate270),
+        ))
+        .map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+/// Width in pixels of `text` in the embedded font at `size` px.
+fn text_width(text: &str, size: u32) -> u32 {
+    let font = ("sans-serif", size).into_font();
+    font.box_size(text)
+        .map_or(text.len() as u32 * size, |(w, _)| w)
+}
+
+/// One epoch's row of `metrics.csv`; `None` where the cell is empty or not finite.
+#[derive(Debug, Clone, PartialEq)]
+struct Epoch {
+    epoch: f64,
+    train_loss: Option<f64>,
+    val_loss: Option<f64>,
+    val_accuracy: Option<f64>,
+}
+
+/// Reads the training log: header `epoch,lr,train_loss,val_loss,val_accuracy`, one row per
+/// epoch. Columns are found by name, so added columns (a `stage`, a timestamp) do not matter.
+fn read_metrics(path: &Path) -> Result<Vec<Epoch>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read training metrics {}", path.display()))?;
+    if text.trim().is_empty() {
+        bail!("training metrics {} is empty", path.display());
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .with_context(|| format!("cannot read the header of {}", path.display()))?
+        .clone();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| {
+                format!(
+                    "{} has no '{name}' column (header: {})",
+                    path.display(),
+                    header.iter().collect::<Vec<_>>().join(",")
+                )
+            })
+    };
+    let [epoch, train_loss, val_loss, val_accuracy] =
+        ["epoch", "train_loss", "val_loss", "val_accuracy"].map(column);
+    let (epoch, train_loss, val_loss, val_accuracy) =
+        (epoch?, train_loss?, val_loss?, val_accuracy?);
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.with_context(|| format!("{} line {line}", path.display()))?;
+        let cell = |col: usize, name: &str| -> Result<Option<f64>> {
+            let raw = record.get(col).unwrap_or("").trim();
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            let v: f64 = raw.parse().with_context(|| {
+                format!(
+                    "{} line {line}: {name} '{raw}' is not a number",
+                    path.display()
+                )
+            })?;
+            // A diverged loss is logged as NaN or inf: leave a gap instead of breaking the axes.
+            Ok(v.is_finite().then_some(v))
+        };
+        let Some(e) = cell(epoch, "epoch")? else {
+            bail!("{} line {line}: no epoch number", path.display());
+        };
+        rows.push(Epoch {
+            epoch: e,
+            train_loss: cell(train_loss, "train_loss")?,
+            val_loss: cell(val_loss, "val_loss")?,
+            val_accuracy: cell(val_accuracy, "val_accuracy")?,
+        });
+    }
+    if rows.is_empty() {
+        bail!(
+            "training metrics {} has a header but no epochs",
+            path.display()
+        );
+    }
+    Ok(rows)
+}
+
+const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180);
+const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
+const ACC_COLOUR: RGBColor = RGBColor(44, 160, 44);
+
+/// Size of the training-curves image.
+pub const CURVES_SIZE: (u32, u32) = (1000, 420);
+
+/// Plots training and validation loss (left) and validation accuracy (right) against the epoch
+/// from the trainer's `metrics.csv`, into `png`. Errors name the file: missing, empty, a header
+/// without rows, a missing column, a cell that is not a number. Empty and non-finite cells are
+/// left out of the lines (points are drawn too, so a one-epoch run still shows).
+#[allow(
+    dead_code,
+    reason = "`petal train` calls it at the end of training; that change lands separately"
+)]
+pub fn training_curves_png(metrics_csv: &Path, png: &Path) -> Result<()> {
+    let rows = read_metrics(metrics_csv)?;
+    let first = rows.iter().map(|r| r.epoch).fold(f64::INFINITY, f64::min);
+    let last = rows
+        .iter()
+        .map(|r| r.epoch)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let epochs = (first - 0.5)..(last + 0.5);
+    let series = |f: fn(&Epoch) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| f(r).map(|v| (r.epoch, v)))
+            .collect()
+    };
+    let train = series(|r| r.train_loss);
+    let val = series(|r| r.val_loss);
+    let acc = series(|r| r.val_accuracy);
+    let max_loss = train.iter().chain(&val).map(|p| p.1).fold(0.0f64, f64::max);
+    let loss_top = if max_loss > 0.0 { max_loss * 1.1 } else { 1.0 };
+    // The trainer logs accuracy as a fraction; a log in percent still fits its axis.
+    let acc_top = if acc.iter().any(|p| p.1 > 1.0) {
+        100.0
+    } else {
+        1.0
+    };
+    let integer_epochs = rows.iter().all(|r| r.epoch.fract() == 0.0);
+    let epoch_label = move |e: &f64| {
+        if integer_epochs {
+            format!("{e:.0}")
+        } else {
+            format!("{e:.1}")
+        }
+    };
+    let n_epochs = rows.len();
+
+    render_png(png, CURVES_SIZE, |root| {
+        let panels = root.split_evenly((1, 2));
+        let mut loss = ChartBuilder::on(&panels[0])
+            .caption("Loss", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(epochs.clone(), 0.0..loss_top)
+            .map_err(plot_err)?;
+        loss.configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .x_labels(n_epochs.min(10))
+            .x_label_formatter(&epoch_label)
+            .draw()
+            .map_err(plot_err)?;
+        for (points, colour, name) in [(&train, TRAIN_COLOUR, "train"), (&val, VAL_COLOUR, "val")] {
+            loss.draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(plot_err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+            loss.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(plot_err)?;
+        }
+        loss.configure_series_labels()
+            .background_style(&WHITE.mix(0.8))
+            .border_style(&BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+
+        let mut accuracy = ChartBuilder::on(&panels[1])
+            .caption("Validation accuracy", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(epochs.clone(), 0.0..acc_top)
+            .map_err(plot_err)?;
+        let percent = move |v: &f64| format!("{:.0}%", v / acc_top * 100.0);
+        accuracy
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("accuracy")
+            .x_labels(n_epochs.min(10))
+            .x_label_formatter(&epoch_label)
+            .y_label_formatter(&percent)
+            .draw()
+            .map_err(plot_err)?;
+        accuracy
+            .draw_series(LineSeries::new(
+                acc.iter().copied(),
+                ACC_COLOUR.stroke_width(2),
+            ))
+            .map_err(plot_err)?;
+        accuracy
+            .draw_series(acc.iter().map(|&p| Circle::new(p, 3, ACC_COLOUR.filled())))
+            .map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Decodes a PNG and returns its size and number of distinct colours.
+    fn inspect(path: &Path) -> ((u32, u32), usize) {
+        let img = image::open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .to_rgb8();
+        let colours: HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+        (img.dimensions(), colours.len())
+    }
+
+    /// Pixels darker than mid-grey in a region: where text (or lines) was drawn.
+    fn dark_pixels(path: &Path, x: std::ops::Range<u32>, y: std::ops::Range<u32>) -> usize {
+        let img = image::open(path).unwrap().to_rgb8();
+        let mut n = 0;
+        for yy in y {
+            for xx in x.clone() {
+                let p = img.get_pixel(xx, yy).0;
+                if p.iter().map(|&v| u32::from(v)).sum::<u32>() < 3 * 100 {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        let base = ["daisy", "dandelion", "rose", "sunflower", "tulip"];
+        (0..n)
+            .map(|i| base[i % 5].to_string() + &"x".repeat(i / 5))
+            .collect()
+    }
+
+    #[test]
+    fn confusion_png_has_cells_counts_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cm.png");
+        let mut cm = ConfusionMatrix::new(5);
+        for t in 0..5 {
+            for p in 0..5 {
+                for _ in 0..(if t == p { 9 } else { (t + p) % 3 }) {
+                    cm.add(t, p);
+                }
+            }
+        }
+        confusion_matrix_png(&path, &names(5), &cm).unwrap();
+        let ((w, h), colours) = inspect(&path);
+        assert!(
+            (320..=1200).contains(&w) && (360..=1200).contains(&h),
+            "{w}×{h}"
+        );
+        // Several heat levels plus antialiased text: far more than a blank canvas's one.
+        assert!(colours > 20, "{colours} colours");
+        // Row labels were rendered with the embedded font: dark pixels left of the grid.
+        assert!(dark_pixels(&path, 0..80, 40..400) > 100);
+        // The title too.
+        assert!(dark_pixels(&path, 0..w, 0..36) > 100);
+    }
+
+    #[test]
+    fn confusion_png_scales_to_many_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cm.png");
+        let mut cm = ConfusionMatrix::new(102);
+        for c in 0..102 {
+            cm.add(c, c);
+            cm.add(c, (c + 1) % 102);
+        }
+        confusion_matrix_png(&path, &names(102), &cm).unwrap();
+        let ((w, h), colours) = inspect(&path);
+        assert!(
+            w >= 102 * 14 && h >= 102 * 14 && w < 2500 && h < 2500,
+            "{w}×{h}"
+        );
+        assert!(colours > 5);
+        let err = confusion_matrix_png(&path, &names(3), &cm).unwrap_err();
+        assert!(err.to_string().contains("3 class names"), "{err}");
+    }
+
+    #[test]
+    fn curves_png_from_metrics_with_extra_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("metrics.csv");
+        std::fs::write(
+            &csv,
+            "epoch,lr,train_loss,val_loss,val_accuracy,stage\n\
+             1,0.001,1.61,1.50,0.30,head\n\
+             2,0.001,1.20,1.10,0.55,head\n\
+             3,0.0005,0.90,NaN,0.70,all\n\
+             4,0.0005,0.70,0.85,,all\n",
+        )
+        .unwrap();
+        let png = dir.path().join("curves.png");
+        training_curves_png(&csv, &png).unwrap();
+        let (size, colours) = inspect(&png);
+        assert_eq!(size, CURVES_SIZE);
+        assert!(colours > 20, "{colours} colours");
+        // All three series' colours are present (not just axes and text).
+        let img = image::open(&png).unwrap().to_rgb8();
+        for c in [TRAIN_COLOUR, VAL_COLOUR, ACC_COLOUR] {
+            assert!(
+                img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count() > 50,
+                "no line in {c:?}"
+            );
+        }
+        let rows = read_metrics(&csv).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[2].val_loss, None);
+        assert_eq!(rows[3].val_accuracy, None);
+        assert_eq!(rows[3].train_loss, Some(0.70));
+    }
+
+    #[test]
+    fn curves_png_single_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("metrics.csv");
+        std::fs::write(
+            &csv,
+            "epoch,lr,train_loss,val_loss,val_accuracy\n1,0.001,1.6,1.5,0.3\n",
+        )
+        .unwrap();
+        let png = dir.path().join("curves.png");
+        training_curves_png(&csv, &png).unwrap();
+        assert_eq!(inspect(&png).0, CURVES_SIZE);
+    }
+
+    #[test]
+    fn curves_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("curves.png");
+        let err = |text: Option<&str>| {
+            let csv = dir.path().join("metrics.csv");
+            match text {
+                Some(t) => std::fs::write(&csv, t).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&csv);
+                }
+            }
+            format!("{:#}", training_curves_png(&csv, &png).unwrap_err())
+        };
+        let e = err(None);
+        assert!(
+            e.contains("cannot read training metrics") && e.contains("metrics.csv"),
+            "{e}"
+        );
+        let e = err(Some(""));
+        assert!(e.contains("is empty"), "{e}");
+        let e = err(Some("epoch,lr,train_loss,val_loss,val_accuracy\n"));
+        assert!(e.contains("no epochs"), "{e}");
+        let e = err(Some("epoch,lr,train_loss,val_accuracy\n1,0.1,1,0.5\n"));
+        assert!(e.contains("no 'val_loss' column"), "{e}");
+        let e = err(Some(
+            "epoch,lr,train_loss,val_loss,val_accuracy\n1,0.1,abc,1,0.5\n",
+        ));
+        assert!(
+            e.contains("line 2") && e.contains("train_loss 'abc'"),
+            "{e}"
+        );
+        assert!(!png.exists(), "no PNG for a bad log");
+    }
+}
