@@ -4,7 +4,9 @@ mod backend;
 mod commands;
 mod data;
 mod inference;
+mod metrics;
 mod npy;
+mod plot;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,7 @@ enum Command {
     Train(commands::train::Args),
     Score(commands::score::Args),
     Demo(commands::demo::Args),
+    Eval(commands::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     };
     match result {
         Ok(code) => code,
