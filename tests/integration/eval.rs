@@ -154,7 +154,8 @@ fn eval_numbers_match_an_independent_count_from_predict() {
         cm[*t][class_index(&top[0].0)] += 1;
     }
     let correct: u64 = (0..n).map(|c| cm[c][c]).sum();
-    assert!(correct >= 9 && correct < 24, "the set has hits and misses");
+    // 9 even images past the first five are hits, 10 odd ones misses; the first five vary.
+    assert!((9..=14).contains(&correct), "the set has hits and misses");
 
     let stdout = petal(
         dir.path(),

@@ -278,6 +278,16 @@ fn read_metrics(path: &Path) -> Result<Vec<Epoch>> {
     Ok(rows)
 }
 
+/// The stretches of consecutive present points: a line runs through each, so a missing value
+/// (empty cell, NaN) shows as a gap rather than a bridge between its neighbours.
+fn runs(points: &[Option<(f64, f64)>]) -> Vec<Vec<(f64, f64)>> {
+    points
+        .split(Option::is_none)
+        .filter(|run| !run.is_empty())
+        .map(|run| run.iter().flatten().copied().collect())
+        .collect()
+}
+
 const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180);
 const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
 const ACC_COLOUR: RGBColor = RGBColor(44, 160, 44);
@@ -301,18 +311,21 @@ pub fn training_curves_png(metrics_csv: &Path, png: &Path) -> Result<()> {
         .map(|r| r.epoch)
         .fold(f64::NEG_INFINITY, f64::max);
     let epochs = (first - 0.5)..(last + 0.5);
-    let series = |f: fn(&Epoch) -> Option<f64>| -> Vec<(f64, f64)> {
-        rows.iter()
-            .filter_map(|r| f(r).map(|v| (r.epoch, v)))
-            .collect()
+    let series = |f: fn(&Epoch) -> Option<f64>| -> Vec<Option<(f64, f64)>> {
+        rows.iter().map(|r| f(r).map(|v| (r.epoch, v))).collect()
     };
     let train = series(|r| r.train_loss);
     let val = series(|r| r.val_loss);
     let acc = series(|r| r.val_accuracy);
-    let max_loss = train.iter().chain(&val).map(|p| p.1).fold(0.0f64, f64::max);
+    let max_loss = train
+        .iter()
+        .chain(&val)
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max);
     let loss_top = if max_loss > 0.0 { max_loss * 1.1 } else { 1.0 };
     // The trainer logs accuracy as a fraction; a log in percent still fits its axis.
-    let acc_top = if acc.iter().any(|p| p.1 > 1.0) {
+    let acc_top = if acc.iter().flatten().any(|p| p.1 > 1.0) {
         100.0
     } else {
         1.0
@@ -344,21 +357,28 @@ pub fn training_curves_png(metrics_csv: &Path, png: &Path) -> Result<()> {
             .draw()
             .map_err(plot_err)?;
         for (points, colour, name) in [(&train, TRAIN_COLOUR, "train"), (&val, VAL_COLOUR, "val")] {
-            loss.draw_series(LineSeries::new(
-                points.iter().copied(),
-                colour.stroke_width(2),
-            ))
-            .map_err(plot_err)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-            });
-            loss.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-                .map_err(plot_err)?;
+            for line in runs(points) {
+                loss.draw_series(LineSeries::new(line, colour.stroke_width(2)))
+                    .map_err(plot_err)?;
+            }
+            // An empty series carries the legend entry, however many pieces the line has.
+            loss.draw_series(LineSeries::new(std::iter::empty(), colour.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+            loss.draw_series(
+                points
+                    .iter()
+                    .flatten()
+                    .map(|&p| Circle::new(p, 3, colour.filled())),
+            )
+            .map_err(plot_err)?;
         }
         loss.configure_series_labels()
-            .background_style(&WHITE.mix(0.8))
-            .border_style(&BLACK)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(plot_err)?;
@@ -380,14 +400,17 @@ pub fn training_curves_png(metrics_csv: &Path, png: &Path) -> Result<()> {
             .y_label_formatter(&percent)
             .draw()
             .map_err(plot_err)?;
+        for line in runs(&acc) {
+            accuracy
+                .draw_series(LineSeries::new(line, ACC_COLOUR.stroke_width(2)))
+                .map_err(plot_err)?;
+        }
         accuracy
-            .draw_series(LineSeries::new(
-                acc.iter().copied(),
-                ACC_COLOUR.stroke_width(2),
-            ))
-            .map_err(plot_err)?;
-        accuracy
-            .draw_series(acc.iter().map(|&p| Circle::new(p, 3, ACC_COLOUR.filled())))
+            .draw_series(
+                acc.iter()
+                    .flatten()
+                    .map(|&p| Circle::new(p, 3, ACC_COLOUR.filled())),
+            )
             .map_err(plot_err)?;
         Ok(())
     })
@@ -506,6 +529,16 @@ mod tests {
         assert_eq!(rows[2].val_loss, None);
         assert_eq!(rows[3].val_accuracy, None);
         assert_eq!(rows[3].train_loss, Some(0.70));
+    }
+
+    #[test]
+    fn lines_break_at_missing_values() {
+        let p = |e: f64| Some((e, e * 2.0));
+        assert_eq!(
+            runs(&[p(1.0), p(2.0), None, p(4.0), None, None]),
+            vec![vec![(1.0, 2.0), (2.0, 4.0)], vec![(4.0, 8.0)]]
+        );
+        assert!(runs(&[None]).is_empty());
     }
 
     #[test]
