@@ -29,6 +29,7 @@ enum Command {
     Train(commands::train::Args),
     Score(commands::score::Args),
     Demo(commands::demo::Args),
+    Download(commands::download::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Download(args) => commands::download::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
 pub mod demo;
+pub mod download;
 pub mod import;
 pub mod predict;
 pub mod preprocess;
