@@ -1,6 +1,7 @@
 //! Petal's cross-crate integration tests: one binary, one module per area.
 
 mod cli;
+mod download;
 mod import_errors;
 mod parity;
 mod reference;
