@@ -213,6 +213,11 @@ pub fn fetch(url: &str, dest: &Path, expected: &Expected) -> Result<Fetched> {
     }
 
     let sha256 = hex(&hasher.finalize());
+    if !expected.is_known() {
+        log::warn!(
+            "no checksum is known for {url}; not verified (pass --sha256 {sha256} to pin it)"
+        );
+    }
     if let Err(err) = expected.check(dest, &sha256) {
         // A corrupt `.part` must not be resumed either.
         remove_if_exists(&part)?;
