@@ -221,7 +221,7 @@ fn file_with_the_right_hash_prefix_is_downloaded_once() {
         std::fs::read(dir.path().join("weights").join(&name)).unwrap(),
         bytes
     );
-    assert_eq!(names_in(&dir.path().join("weights")), [name.clone()]);
+    assert_eq!(names_in(&dir.path().join("weights")), [name.as_str()]);
 
     // A verified file is not fetched again.
     let out = download(dir.path(), &args, None).success();

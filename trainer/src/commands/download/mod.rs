@@ -60,7 +60,7 @@ enum What {
 enum Version {
     /// IMAGENET1K_V1: the original recipe; evaluate with resize 256.
     V1,
-    /// IMAGENET1K_V2: the newer recipe, ~4 points better top-1; evaluate with resize 232.
+    /// IMAGENET1K_V2: the newer recipe, 4-5 points better top-1; evaluate with resize 232.
     /// ResNet-50/101/152 only.
     V2,
 }
@@ -90,6 +90,7 @@ struct Common {
 
 #[derive(clap::Args, Debug)]
 struct WeightsArgs {
+    /// Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.
     #[arg(long, default_value = "resnet101")]
     arch: Arch,
     /// V1 by default: it matches the resize (256) every other command defaults to.
