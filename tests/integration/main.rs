@@ -2,6 +2,7 @@
 
 mod cli;
 mod eval;
+mod download;
 mod import_errors;
 mod parity;
 mod reference;

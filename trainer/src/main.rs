@@ -32,6 +32,7 @@ enum Command {
     Score(commands::score::Args),
     Demo(commands::demo::Args),
     Eval(commands::eval::Args),
+    Download(commands::download::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Command::Score(args) => commands::score::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Download(args) => commands::download::run(args),
     };
     match result {
         Ok(code) => code,

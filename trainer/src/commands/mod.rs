@@ -1,5 +1,6 @@
 pub mod demo;
 pub mod eval;
+pub mod download;
 pub mod import;
 pub mod predict;
 pub mod preprocess;
