@@ -166,3 +166,60 @@ fn predict_without_bundle_names_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn score_tta_averages_an_image_with_its_mirror() {
+    let dir = tempdir();
+    import_resnet18(dir.path(), 4, "m", &["--new-head"]).success();
+    // A square crop: resize and center crop are then symmetric, so the mirrored file's tensor
+    // is exactly the mirrored tensor that TTA computes.
+    let img = image::open(photo("chelsea.png"))
+        .unwrap()
+        .crop_imm(0, 0, 300, 300);
+    std::fs::create_dir_all(dir.path().join("imgs")).unwrap();
+    img.save(dir.path().join("imgs/a.png")).unwrap();
+    img.fliph().save(dir.path().join("mirror.png")).unwrap();
+
+    let probs = |file: &str| -> Vec<f64> {
+        let json = petal(
+            dir.path(),
+            ["predict", "--model", "m", "--json", "--logits", file],
+        )
+        .success();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let logits: Vec<f64> = v[0]["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f64 = exp.iter().sum();
+        exp.iter().map(|e| e / sum).collect()
+    };
+    let (plain, mirrored) = (probs("imgs/a.png"), probs("mirror.png"));
+    assert!(
+        plain
+            .iter()
+            .zip(&mirrored)
+            .any(|(a, b)| (a - b).abs() > 1e-3),
+        "the mirror image must change the answer for this test to mean anything"
+    );
+
+    petal(
+        dir.path(),
+        [
+            "score", "--model", "m", "--images", "imgs", "--out", "s.csv", "--probs", "--tta",
+        ],
+    )
+    .success();
+    let csv = std::fs::read_to_string(dir.path().join("s.csv")).unwrap();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let scored: Vec<f64> = row[3..].iter().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(scored.len(), 4);
+    for (i, s) in scored.iter().enumerate() {
+        let expected = (plain[i] + mirrored[i]) / 2.0;
+        assert!((s - expected).abs() < 2e-6, "class {i}: {s} vs {expected}");
+    }
+}

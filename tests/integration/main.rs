@@ -1,10 +1,12 @@
 //! Petal's cross-crate integration tests: one binary, one module per area.
 
 mod cli;
-mod eval;
 mod download;
+mod eval;
 mod import_errors;
 mod parity;
 mod reference;
 mod train;
 mod util;
+#[cfg(feature = "wgpu")]
+mod wgpu;

@@ -32,12 +32,16 @@ fn demo_trains_scores_and_exports() {
 
     let metrics = std::fs::read_to_string(d.join("run/metrics.csv")).unwrap();
     let lines: Vec<&str> = metrics.lines().collect();
-    assert_eq!(lines[0], "epoch,lr,train_loss,val_loss,val_accuracy");
+    assert_eq!(lines[0], "epoch,lr,train_loss,val_loss,val_accuracy,stage");
     assert_eq!(lines.len(), 3, "one row per epoch:\n{metrics}");
     assert!(
         lines[1].starts_with("1,0.001,") && lines[2].starts_with("2,0.001,"),
         "{metrics}"
     );
+
+    // The curves are drawn from those rows.
+    let curves = image::open(d.join("run/curves.png")).unwrap();
+    assert!(curves.width() > 300 && curves.height() > 200);
 
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("run/bundle/petal.json")).unwrap()).unwrap();
@@ -108,7 +112,13 @@ fn demo_trains_scores_and_exports() {
 #[test]
 fn train_rejects_bad_folders_before_training() {
     let dir = tempdir();
-    let err = petal(dir.path(), ["train", "--data", "missing", "--out", "r"]).failure();
+    let err = petal(
+        dir.path(),
+        [
+            "train", "--data", "missing", "--out", "r", "--device", "cpu",
+        ],
+    )
+    .failure();
     assert!(
         err.contains("missing") && err.contains("does not exist"),
         "{err}"
@@ -116,11 +126,19 @@ fn train_rejects_bad_folders_before_training() {
 
     std::fs::create_dir_all(dir.path().join("one/daisy")).unwrap();
     std::fs::write(dir.path().join("one/daisy/a.png"), b"x").unwrap();
-    let err = petal(dir.path(), ["train", "--data", "one", "--out", "r"]).failure();
+    let err = petal(
+        dir.path(),
+        ["train", "--data", "one", "--out", "r", "--device", "cpu"],
+    )
+    .failure();
     assert!(err.contains("at least 2"), "{err}");
 
     std::fs::create_dir_all(dir.path().join("one/rose")).unwrap();
-    let err = petal(dir.path(), ["train", "--data", "one", "--out", "r"]).failure();
+    let err = petal(
+        dir.path(),
+        ["train", "--data", "one", "--out", "r", "--device", "cpu"],
+    )
+    .failure();
     assert!(
         err.contains("rose") && err.contains("holds no images"),
         "{err}"
@@ -128,5 +146,241 @@ fn train_rejects_bad_folders_before_training() {
     assert!(
         !dir.path().join("r").exists(),
         "nothing may be written before training starts"
+    );
+}
+
+/// Writes the generated 5-class photo set into `dir/d/data` (and `dir/d/test`).
+fn generated_photos(dir: &std::path::Path, per_class: usize) {
+    let n = per_class.to_string();
+    petal(
+        dir,
+        ["demo", "--out", "d", "--per-class", &n, "--generate-only"],
+    )
+    .success();
+}
+
+/// `petal train` flags for a quick CPU run on the generated photos.
+fn quick(out: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--data",
+        "d/data",
+        "--out",
+        out,
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--resize",
+        "36",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--seed",
+        "5",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
+    let dir = tempdir();
+    generated_photos(dir.path(), 12);
+    let straight = petal(dir.path(), quick("a", &["--epochs", "3"]));
+    straight.success();
+
+    // The same run, interrupted with SIGINT once the first checkpoint is on disk.
+    let child = std::process::Command::new(crate::util::petal_bin())
+        .current_dir(dir.path())
+        .args(quick("b", &["--epochs", "3"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = dir.path().join("b/checkpoints/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !state.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr:\n{stderr}");
+    assert!(stderr.contains("petal train --resume b"), "{stderr}");
+    assert!(
+        !dir.path().join("b/bundle").exists(),
+        "an interrupted run exports nothing"
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("b/metrics.csv")).unwrap();
+    assert!(
+        metrics.lines().count() < 4,
+        "the run should have stopped early:\n{metrics}"
+    );
+
+    let resumed = petal(dir.path(), ["train", "--resume", "b", "--device", "cpu"]).success();
+    assert!(resumed.contains("resuming after epoch"), "{resumed}");
+
+    // Shuffling and augmentation are functions of (seed, epoch, step) and the optimiser state
+    // is restored: the resumed run retraces the uninterrupted one.
+    let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+    let (a, b) = (read("a/metrics.csv"), read("b/metrics.csv"));
+    assert_eq!(a.lines().count(), 4, "{a}");
+    assert_eq!(a, b, "metrics differ after resuming");
+    let weights = |p: &str| std::fs::read(dir.path().join(p).join("bundle/model.bpk")).unwrap();
+    assert!(
+        weights("a") == weights("b"),
+        "bundles differ after resuming"
+    );
+}
+
+#[test]
+fn staged_recipe_runs_head_finetune_and_polish_from_pretrained_weights() {
+    let dir = tempdir();
+    generated_photos(dir.path(), 6);
+    let pth = crate::reference::resnet18().file("resnet18.pth");
+    let pth = pth.to_str().unwrap();
+    let out = petal(
+        dir.path(),
+        quick(
+            "r",
+            &[
+                "--pretrained",
+                pth,
+                "--stage-epochs",
+                "head=2",
+                "--epochs",
+                "1",
+                "--stage-epochs",
+                "polish=1",
+            ],
+        ),
+    )
+    .success();
+    assert!(out.contains("from pretrained weights"), "{out}");
+    assert!(
+        out.contains("stages: head 2, finetune 1, polish 1"),
+        "{out}"
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("r/metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = metrics.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "epoch",
+            "lr",
+            "train_loss",
+            "val_loss",
+            "val_accuracy",
+            "stage"
+        ]
+    );
+    // (epoch, lr, stage): Adam halves every 2 epochs, and fine-tuning continues that schedule;
+    // the polish is momentum SGD at 1e-8.
+    let plan: Vec<(&str, &str, &str)> = rows[1..].iter().map(|r| (r[0], r[1], r[5])).collect();
+    assert_eq!(
+        plan,
+        [
+            ("1", "0.001", "head"),
+            ("2", "0.001", "head"),
+            ("3", "0.0005", "finetune"),
+            ("4", "0.00000001", "polish")
+        ]
+    );
+    let recipe = std::fs::read_to_string(dir.path().join("r/recipe.toml")).unwrap();
+    assert!(recipe.contains("trainable = \"head\""), "{recipe}");
+
+    // The bundle classifies with the user's classes.
+    let photo = crate::util::photo("chelsea.png");
+    let json = petal(
+        dir.path(),
+        [
+            "predict",
+            "--model",
+            "r/bundle",
+            "--json",
+            "--top-k",
+            "5",
+            photo.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let labels: std::collections::BTreeSet<&str> = v[0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["daisy", "dandelion", "rose", "sunflower", "tulip"].into()
+    );
+}
+
+#[test]
+fn run_folders_and_recipes_are_checked() {
+    let dir = tempdir();
+    generated_photos(dir.path(), 3);
+    let err = petal(
+        dir.path(),
+        ["train", "--resume", "nowhere", "--device", "cpu"],
+    )
+    .failure();
+    assert!(
+        err.contains("nowhere") && err.contains("not a run folder"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "arch = \"resnet18\"\nbatchsize = 3\n",
+    )
+    .unwrap();
+    let err = petal(dir.path(), quick("r", &["--config", "bad.toml"])).failure();
+    assert!(
+        err.contains("bad.toml") && err.contains("batchsize"),
+        "{err}"
+    );
+
+    let err = petal(dir.path(), quick("r", &["--stage-epochs", "warmup=1"])).failure();
+    assert!(
+        err.contains("no stage 'warmup'") && err.contains("finetune"),
+        "{err}"
+    );
+
+    // The printed recipe is a valid --config.
+    let recipe = petal(dir.path(), ["train", "--print-recipe"]).success();
+    std::fs::write(dir.path().join("r.toml"), &recipe).unwrap();
+    petal(
+        dir.path(),
+        quick(
+            "r",
+            &[
+                "--config",
+                "r.toml",
+                "--epochs",
+                "1",
+                "--stage-epochs",
+                "polish=0",
+            ],
+        ),
+    )
+    .success();
+    let err = petal(dir.path(), quick("r", &["--epochs", "1"])).failure();
+    assert!(
+        err.contains("already holds a training run") && err.contains("--resume r"),
+        "{err}"
     );
 }

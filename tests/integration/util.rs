@@ -106,6 +106,9 @@ where
 {
     let output = Command::new(petal_bin())
         .current_dir(dir)
+        // The CPU backend unless a test names another: answers must not depend on whether the
+        // machine running the tests has a GPU.
+        .env("PETAL_DEVICE", "cpu")
         .args(args)
         .output()
         .expect("cannot start petal");

@@ -1,20 +1,87 @@
 //! Which burn device a command runs on.
 
+use anyhow::Result;
 use burn::tensor::Device;
 use clap::ValueEnum;
 
 /// Compute backends this build of `petal` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum DeviceArg {
-    /// Pure-Rust CPU backend (burn's flex): always available.
+    /// The fastest available: CUDA in a CUDA build, else a GPU through wgpu, else the CPU.
     #[default]
+    Auto,
+    /// Pure-Rust CPU backend (burn's flex): always available.
     Cpu,
+    /// The first high-performance adapter wgpu finds (Vulkan, Metal or DX12), even a software
+    /// one such as Mesa's lavapipe.
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+    /// The first CUDA GPU.
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+/// A resolved device and a description of it for the user.
+pub struct Backend {
+    pub device: Device,
+    pub name: String,
 }
 
 impl DeviceArg {
-    pub fn device(self) -> Device {
+    /// The device, checked to exist. A missing GPU is an error here (or, for `auto`, a fall
+    /// back to the CPU) rather than a panic inside the backend later. GPUs come up lazily, on
+    /// the first tensor placed on them.
+    pub fn resolve(self) -> Result<Backend> {
+        let cpu = || Backend {
+            device: Device::flex(),
+            name: format!("CPU (flex, {} threads)", rayon::current_num_threads()),
+        };
         match self {
-            DeviceArg::Cpu => Device::flex(),
+            DeviceArg::Cpu => Ok(cpu()),
+            #[cfg(feature = "cuda")]
+            DeviceArg::Cuda | DeviceArg::Auto => Ok(Backend {
+                device: Device::cuda(0),
+                name: "CUDA device 0".to_string(),
+            }),
+            #[cfg(feature = "wgpu")]
+            DeviceArg::Wgpu => wgpu_backend(true),
+            #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+            DeviceArg::Auto => Ok(wgpu_backend(false).unwrap_or_else(|e| {
+                log::info!("using the CPU: {e}");
+                cpu()
+            })),
+            #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+            DeviceArg::Auto => Ok(cpu()),
         }
     }
+}
+
+/// The adapter wgpu's high-performance preference picks, which is the one burn's runtime
+/// settles on too. `auto` passes over software adapters: the CPU backend is faster than a
+/// Vulkan driver emulated on the same CPU.
+#[cfg(feature = "wgpu")]
+fn wgpu_backend(allow_software: bool) -> Result<Backend> {
+    use burn::backend::wgpu::wgpu;
+    let instance = wgpu::Instance::default();
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "no GPU adapter found through Vulkan, Metal or DX12 ({e}); \
+             install the GPU's Vulkan driver or use --device cpu"
+        )
+    })?;
+    let info = adapter.get_info();
+    if !allow_software && info.device_type == wgpu::DeviceType::Cpu {
+        anyhow::bail!("the only wgpu adapter, {}, runs on the CPU", info.name);
+    }
+    Ok(Backend {
+        device: Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        name: format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            info.name, info.backend, info.device_type, info.driver, info.driver_info
+        ),
+    })
 }

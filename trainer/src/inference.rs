@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
+use burn::tensor::activation::softmax;
 use petal_shared::{Bundle, Preprocessor};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,14 @@ use std::path::{Path, PathBuf};
 pub struct Classifier {
     pub bundle: Bundle,
     pub preprocessor: Preprocessor,
+    /// Test-time augmentation: average the probabilities of each image and its mirror image.
+    pub tta: bool,
     device: Device,
 }
 
-/// One input's outcome: its logits, or why it could not be read.
+/// One input's outcome: its logits, or why it could not be read. With test-time augmentation
+/// the "logits" are the log of the averaged probabilities, so a softmax of them gives exactly
+/// that average and every consumer stays the same.
 pub type Outcome = Result<Vec<f32>, String>;
 
 impl Classifier {
@@ -24,6 +29,7 @@ impl Classifier {
         Ok(Self {
             bundle,
             preprocessor,
+            tta: false,
             device,
         })
     }
@@ -40,7 +46,15 @@ impl Classifier {
             TensorData::new(flat, [inputs.len(), 3, side, side]),
             &self.device,
         );
-        let out = self.bundle.model.forward(x);
+        let model = &self.bundle.model;
+        let out = if self.tta {
+            // x: [N, 3, H, W]; flipping dimension 3 mirrors every image left to right.
+            let probs =
+                softmax(model.forward(x.clone()), 1) + softmax(model.forward(x.flip([3])), 1);
+            probs.div_scalar(2.0).log()
+        } else {
+            model.forward(x)
+        };
         let classes = out.dims()[1];
         let values = out
             .into_data()

@@ -1,15 +1,7 @@
 //! `petal`: fine-tune torchvision ResNets on photo folders and classify photos.
 
-mod backend;
-mod commands;
-mod data;
-mod inference;
-mod metrics;
-mod npy;
-mod plot;
-mod train;
-
 use clap::{Parser, Subcommand};
+use petal_trainer::commands;
 use std::process::ExitCode;
 
 /// Fine-tune ImageNet ResNets on your photos and classify with them.
@@ -33,6 +25,7 @@ enum Command {
     Demo(commands::demo::Args),
     Eval(commands::eval::Args),
     Download(commands::download::Args),
+    Export(commands::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +47,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Download(args) => commands::download::run(args),
+        Command::Export(args) => commands::export::run(args),
     };
     match result {
         Ok(code) => code,

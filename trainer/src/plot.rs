@@ -299,10 +299,6 @@ pub const CURVES_SIZE: (u32, u32) = (1000, 420);
 /// from the trainer's `metrics.csv`, into `png`. Errors name the file: missing, empty, a header
 /// without rows, a missing column, a cell that is not a number. Empty and non-finite cells are
 /// left out of the lines (points are drawn too, so a one-epoch run still shows).
-#[allow(
-    dead_code,
-    reason = "`petal train` calls it at the end of training; that change lands separately"
-)]
 pub fn training_curves_png(metrics_csv: &Path, png: &Path) -> Result<()> {
     let rows = read_metrics(metrics_csv)?;
     let first = rows.iter().map(|r| r.epoch).fold(f64::INFINITY, f64::min);

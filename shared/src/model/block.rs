@@ -91,6 +91,16 @@ pub enum Block {
 }
 
 impl Block {
+    /// The block's BatchNorm layers, shortcut included.
+    pub fn batch_norms(&self) -> Vec<&BatchNorm> {
+        let (mut norms, downsample) = match self {
+            Block::Basic(b) => (vec![&b.bn1, &b.bn2], &b.downsample),
+            Block::Bottleneck(b) => (vec![&b.bn1, &b.bn2, &b.bn3], &b.downsample),
+        };
+        norms.extend(downsample.as_ref().map(|d| &d.bn));
+        norms
+    }
+
     /// A block taking `in_channels` to `planes * expansion` channels, striding by `stride`.
     pub fn new(
         kind: BlockKind,

@@ -127,6 +127,25 @@ impl ResNet {
         }
     }
 
+    /// Every BatchNorm layer, stem first.
+    pub fn batch_norms(&self) -> Vec<&BatchNorm> {
+        let blocks = [&self.layer1, &self.layer2, &self.layer3, &self.layer4];
+        std::iter::once(&self.bn1)
+            .chain(blocks.into_iter().flatten().flat_map(Block::batch_norms))
+            .collect()
+    }
+
+    /// Folds every BatchNorm's pending running-statistics update into its stored value. burn
+    /// keeps the latest training step's update aside until the next one, so without this a
+    /// saved or evaluated network would lag its own training by one step. Call it on the
+    /// thread that ran the training steps.
+    pub fn sync_running_stats(&self) {
+        for bn in self.batch_norms() {
+            bn.running_mean.value_sync();
+            bn.running_var.value_sync();
+        }
+    }
+
     /// Number of classes the head predicts.
     pub fn num_classes(&self) -> usize {
         self.fc.weight.shape().dims::<2>()[1]

@@ -1,8 +1,8 @@
 //! `petal demo`: the whole job offline on a generated dataset — train, score, check.
 
 use crate::backend::DeviceArg;
-use crate::data::{ImageFolder, synth};
-use crate::train::{TrainConfig, train};
+use crate::data::synth;
+use crate::train::{self, Recipe, RunSpec};
 use anyhow::{Context, Result};
 use petal_shared::Arch;
 use std::collections::HashMap;
@@ -25,6 +25,9 @@ pub struct Args {
     image_size: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Only write the photos (OUT/data, OUT/test), e.g. to try `petal train` on them.
+    #[arg(long)]
+    generate_only: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -36,23 +39,41 @@ pub fn run(args: Args) -> Result<ExitCode> {
         data_dir.display()
     );
     synth::write_dataset(&data_dir, &test_dir, args.per_class, 10, args.seed)?;
-    let data = ImageFolder::open(&data_dir)?;
-    let cfg = TrainConfig {
+    if args.generate_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // From scratch (no ImageNet weights offline): every layer trains with Adam, no polish.
+    let mut recipe = Recipe {
         arch: Arch::ResNet18,
-        pretrained: None,
-        epochs: args.epochs,
         batch_size: 16,
-        lr: 1e-3,
-        lr_step_epochs: 2,
         seed: args.seed,
         image_size: args.image_size,
         resize: args.image_size * 8 / 7,
-    };
+        ..Recipe::default()
+    }
+    .from_scratch();
+    for stage in &mut recipe.stages {
+        stage.epochs = if stage.name == "finetune" {
+            args.epochs
+        } else {
+            0
+        };
+    }
     println!(
         "training resnet18 from scratch at {0}x{0} on the CPU for {1} epochs",
         args.image_size, args.epochs
     );
-    let summary = train(&cfg, &data, &args.out.join("run"), &DeviceArg::Cpu.device())?;
+    let spec = RunSpec {
+        data: data_dir,
+        pretrained: None,
+    };
+    let run_dir = args.out.join("run");
+    // A demo is re-runnable: it starts over in its own folder.
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("cannot clear {}", run_dir.display()))?;
+    }
+    let summary = train::start(&spec, &recipe, &run_dir, &DeviceArg::Cpu.resolve()?.device)?;
 
     let submission = args.out.join("submission.csv");
     let score_args = crate::commands::score::Args {
@@ -61,6 +82,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         out: submission.clone(),
         columns: "file,label".into(),
         probs: false,
+        tta: false,
         batch_size: 16,
         device: DeviceArg::Cpu,
     };

@@ -36,7 +36,8 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    #[arg(long, value_enum, default_value_t)]
+    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
+    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
     pub device: DeviceArg,
 }
 
@@ -136,7 +137,7 @@ pub fn evaluate(args: &Args) -> Result<Report> {
     // The folder first: listing is cheap and its errors (missing, empty class) are the
     // commonest mistake; loading a ResNet-101 takes seconds.
     let listed = ImageFolder::open(&args.data)?;
-    let classifier = Classifier::load(&args.model, args.device.device())?;
+    let classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
     let classes = classifier.classes().to_vec();
     check_classes(&classes, &listed.classes, &args.data)?;
     // Labels index the bundle's class order, which is what the network's outputs follow.

@@ -61,7 +61,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let labels = read_labels(&args.labels)?;
-    let device = DeviceArg::Cpu.device();
+    let device = DeviceArg::Cpu.resolve()?.device;
     let head = if args.new_head {
         Head::Replace
     } else {

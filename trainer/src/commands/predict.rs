@@ -30,7 +30,8 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    #[arg(long, value_enum, default_value_t)]
+    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
+    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
     device: DeviceArg,
 }
 
@@ -52,7 +53,7 @@ struct Label<'a> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let classifier = Classifier::load(&args.model, args.device.device())?;
+    let classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
     let outcomes = classifier.classify_files(&args.images, args.batch_size, |_| {})?;
     let k = args.top_k.max(1);
     let preds: Vec<Option<Vec<Prediction>>> = outcomes

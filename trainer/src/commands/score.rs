@@ -25,9 +25,13 @@ pub struct Args {
     /// Add one probability column per class.
     #[arg(long)]
     pub probs: bool,
+    /// Test-time augmentation: average each image's probabilities with its mirror image's.
+    #[arg(long)]
+    pub tta: bool,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    #[arg(long, value_enum, default_value_t)]
+    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
+    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
     pub device: DeviceArg,
 }
 
@@ -45,7 +49,8 @@ pub fn score(args: &Args) -> Result<ScoreReport> {
             args.columns
         );
     };
-    let classifier = Classifier::load(&args.model, args.device.device())?;
+    let mut classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
+    classifier.tta = args.tta;
     let files = list_images(&args.images)?;
     if files.is_empty() {
         bail!("no images under {}", args.images.display());

@@ -1,78 +1,194 @@
-//! `petal train`: fine-tune (or train from scratch) on a photo folder.
+//! `petal train`: fine-tune (or train from scratch) on a photo folder with the staged recipe.
 
 use crate::backend::DeviceArg;
-use crate::data::ImageFolder;
-use crate::train::{TrainConfig, train};
-use anyhow::Result;
+use crate::train::recipe::DEFAULT_RECIPE;
+use crate::train::{self, Interrupted, Recipe, RunSpec, TrainSummary};
+use anyhow::{Context, Result, bail};
 use petal_shared::Arch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Train a classifier on DIR/<class>/<images>.
+/// Train a classifier on DIR/<class>/<images> (or DIR/{train,val,test}/<class>/<images>).
+///
+/// The recipe (stages, schedule, sizes) comes from `--config` or the built-in default
+/// (`--print-recipe` shows it); the flags below override it.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Photo folder: one sub-folder per class.
+    /// Photo folder: one sub-folder per class, or train/ val/ test/ holding those.
+    #[arg(long, required_unless_present_any = ["resume", "print_recipe"])]
+    pub data: Option<PathBuf>,
+    /// Continue the interrupted run in this folder from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "config", "pretrained", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Recipe file (TOML); default: the built-in recipe.
     #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "resnet101")]
-    pub arch: Arch,
+    pub config: Option<PathBuf>,
+    /// Print the built-in recipe (a starting point for --config) and exit.
+    #[arg(long)]
+    pub print_recipe: bool,
+    #[arg(long)]
+    pub arch: Option<Arch>,
     /// torchvision ImageNet weights (.pth/.safetensors) to start from; the head is replaced.
+    /// Without them every layer trains from scratch and the frozen-backbone stage is skipped.
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
-    #[arg(long, default_value_t = 30)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Adam learning rate (halved every 2 epochs).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Epochs of the main stage (fine-tuning; from scratch, the whole Adam run).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Epochs of a named stage, e.g. `--stage-epochs head=2 --stage-epochs polish=0`.
+    #[arg(long, value_name = "NAME=N", value_parser = parse_stage_epochs)]
+    pub stage_epochs: Vec<(String, usize)>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Starting learning rate of the first stage (Adam; the schedule follows from it).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Network input size (crop).
-    #[arg(long, default_value_t = 224)]
-    pub image_size: usize,
-    /// Shorter side before the center crop at evaluation.
-    #[arg(long, default_value_t = 256)]
-    pub resize: usize,
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Shorter side before the center crop at evaluation (256 for V1 weights, 232 for V2).
+    #[arg(long)]
+    pub resize: Option<usize>,
     /// Run folder (default: runs/<timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t)]
+    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
+    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
     pub device: DeviceArg,
 }
 
+fn parse_stage_epochs(s: &str) -> Result<(String, usize), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=N, got '{s}'"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("'{n}' is not a number of epochs"))?;
+    Ok((name.to_string(), n))
+}
+
+impl Args {
+    /// The recipe file (or the default) with the flags applied.
+    fn recipe(&self) -> Result<Recipe> {
+        let mut r = match &self.config {
+            Some(path) => Recipe::load(path)?,
+            None => Recipe::default(),
+        };
+        if let Some(v) = self.arch {
+            r.arch = v;
+        }
+        if let Some(v) = self.batch_size {
+            r.batch_size = v;
+        }
+        if let Some(v) = self.seed {
+            r.seed = v;
+        }
+        if let Some(v) = self.image_size {
+            r.image_size = v;
+        }
+        if let Some(v) = self.resize {
+            r.resize = v;
+        }
+        if let Some(v) = self.lr {
+            r.stages[0].lr = Some(v);
+        }
+        if self.pretrained.is_none() {
+            r = r.from_scratch();
+        }
+        if let Some(n) = self.epochs {
+            let main = r
+                .main_stage()
+                .context("the recipe has no stage that trains the backbone")?;
+            r.stages[main].epochs = n;
+        }
+        for (name, n) in &self.stage_epochs {
+            match r.stages.iter_mut().find(|s| &s.name == name) {
+                Some(stage) => stage.epochs = *n,
+                None => bail!(
+                    "the recipe has no stage '{name}' (stages: {})",
+                    r.stages
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        r.validate()?;
+        Ok(r)
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
-    let data = ImageFolder::open(&args.data)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("runs/{stamp}"))
-    });
-    println!(
-        "training {} on {} images in {} classes ({}), device {:?}",
-        args.arch,
-        data.samples.len(),
-        data.classes.len(),
-        data.classes.join(", "),
-        args.device
-    );
-    let cfg = TrainConfig {
-        arch: args.arch,
-        pretrained: args.pretrained,
-        epochs: args.epochs,
-        batch_size: args.batch_size.max(2),
-        lr: args.lr,
-        lr_step_epochs: 2,
-        seed: args.seed,
-        image_size: args.image_size,
-        resize: args.resize,
+    if args.print_recipe {
+        print!("{DEFAULT_RECIPE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = match &args.resume {
+        Some(run_dir) => {
+            let backend = args.device.resolve()?;
+            println!("resuming {} on {}", run_dir.display(), backend.name);
+            train::handle_ctrl_c()?;
+            train::resume(run_dir, &backend.device)
+        }
+        None => {
+            let recipe = args.recipe()?;
+            let spec = RunSpec {
+                data: args.data.clone().context("--data is required")?,
+                pretrained: args.pretrained.clone(),
+            };
+            // Folder mistakes first: they need no GPU to be found.
+            train::check_data(&spec, &recipe)?;
+            let backend = args.device.resolve()?;
+            train::handle_ctrl_c()?;
+            let out = args.out.clone().unwrap_or_else(|| {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                PathBuf::from(format!("runs/{stamp}"))
+            });
+            let stages: Vec<String> = recipe
+                .stages
+                .iter()
+                .filter(|s| s.epochs > 0)
+                .map(|s| format!("{} {}", s.name, s.epochs))
+                .collect();
+            println!(
+                "training {} {} on {}; stages: {}; run folder {}",
+                recipe.arch,
+                if spec.pretrained.is_some() {
+                    "from pretrained weights"
+                } else {
+                    "from scratch"
+                },
+                backend.name,
+                stages.join(", "),
+                out.display()
+            );
+            train::start(&spec, &recipe, &out, &backend.device)
+        }
     };
-    let summary = train(&cfg, &data, &out, &args.device.device())?;
+    match result {
+        Ok(summary) => {
+            report(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) if err.is::<Interrupted>() => {
+            eprintln!("{err}");
+            Ok(ExitCode::from(130))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+pub fn report(summary: &TrainSummary) {
     println!(
-        "best validation accuracy {:.1}% (epoch {}); bundle: {}",
+        "validation accuracy {:.1}% (best epoch {} of {}); bundle: {}",
         summary.best_val_accuracy * 100.0,
         summary.best_epoch,
+        summary.epochs,
         summary.bundle.display()
     );
     if let Some(acc) = summary.test_accuracy {
@@ -84,5 +200,4 @@ pub fn run(args: Args) -> Result<ExitCode> {
             summary.skipped_files
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

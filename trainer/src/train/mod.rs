@@ -1,45 +1,59 @@
-//! The training loop: seeded stratified split, augmented batches decoded on all cores, Adam with
-//! the recipe's step schedule, validation every epoch, `metrics.csv`, the best model exported as
-//! a bundle.
+//! The training loop: the recipe's stages in order (frozen backbone → fine-tuning → SGD
+//! polish), augmented batches decoded ahead on all cores, validation at each epoch end,
+//! `metrics.csv`, checkpoints after every epoch (and on Ctrl-C), and the best epoch exported
+//! as a bundle.
+//!
+//! A run folder holds everything a resumed run needs: `run.json` (data and weights),
+//! `recipe.toml` (the resolved recipe), `split.json` and `checkpoints/`.
 
+pub mod batches;
+pub mod checkpoint;
+pub mod recipe;
 mod split;
+mod stage;
 
+pub use checkpoint::EpochMetrics;
+pub use recipe::Recipe;
 pub use split::Split;
 
-use crate::data::ImageFolder;
+use crate::data::Sample;
 use crate::data::augment::Augment;
 use anyhow::{Context, Result, bail};
+use batches::{Augmented, Batch, batch_seed, for_each_batch};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
+use checkpoint::{Best, Checkpoints, State};
 use indicatif::{ProgressBar, ProgressStyle};
+use petal_shared::bundle::write_atomic;
 use petal_shared::import::{Head, load_torchvision};
-use petal_shared::{Arch, Bundle, BundleMeta, Preprocessor, ResNet, ResNetConfig};
+use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet, ResNetConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rayon::prelude::*;
-use std::io::Write;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What a training run needs to know.
-#[derive(Debug, Clone)]
-pub struct TrainConfig {
-    pub arch: Arch,
+pub const RUN_FILE: &str = "run.json";
+pub const RECIPE_FILE: &str = "recipe.toml";
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const CURVES_FILE: &str = "curves.png";
+
+/// What a run trains on, recorded in `run.json` so that `--resume` needs nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub data: PathBuf,
+    /// torchvision weights the run started from; `None` trains from scratch.
     pub pretrained: Option<PathBuf>,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    /// The learning rate is halved every this many epochs.
-    pub lr_step_epochs: usize,
-    pub seed: u64,
-    pub image_size: usize,
-    pub resize: usize,
 }
 
 /// The outcome of a run.
 #[derive(Debug)]
 pub struct TrainSummary {
+    pub epochs: usize,
     pub best_epoch: usize,
     pub best_val_accuracy: f64,
     pub test_accuracy: Option<f64>,
@@ -47,127 +61,93 @@ pub struct TrainSummary {
     pub bundle: PathBuf,
 }
 
-/// A file that could not be used, and why.
-type Skipped = (PathBuf, String);
+/// Set by Ctrl-C: the loop saves a checkpoint after the step in progress and stops.
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
 
-/// A decoded batch: images `[N, 3, S, S]` flattened, labels, and the files that failed.
-struct Batch {
-    images: Vec<f32>,
-    labels: Vec<i64>,
-    failed: Vec<Skipped>,
+/// Ctrl-C stops the run cleanly after the current step; a second Ctrl-C exits at once (every
+/// file is written atomically, so the last checkpoint stays whole).
+pub fn handle_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if INTERRUPT.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)");
+    })
+    .context("cannot install the Ctrl-C handler")
 }
 
-fn load_batch(
-    samples: &[crate::data::Sample],
-    pre: &Preprocessor,
-    augment: Option<(&Augment, u64)>,
-) -> Batch {
-    let decoded: Vec<Result<(Vec<f32>, i64), Skipped>> = samples
-        .par_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let fail = |e: String| (s.path.clone(), e);
-            let bytes = std::fs::read(&s.path).map_err(|e| fail(e.to_string()))?;
-            let img = pre.decode(&bytes).map_err(|e| fail(e.to_string()))?;
-            let tensor = match augment {
-                // One RNG per sample, seeded by (run seed, position): the same seed gives the
-                // same batches whatever the thread scheduling.
-                Some((aug, seed)) => aug.apply(
-                    &img,
-                    pre,
-                    &mut StdRng::seed_from_u64(
-                        seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                    ),
-                ),
-                None => pre.tensor_from_image(&img),
-            };
-            Ok((tensor, s.label as i64))
-        })
-        .collect();
-    let mut batch = Batch {
-        images: Vec::new(),
-        labels: Vec::new(),
-        failed: Vec::new(),
-    };
-    for d in decoded {
-        match d {
-            Ok((t, l)) => {
-                batch.images.extend(t);
-                batch.labels.push(l);
-            }
-            Err(f) => batch.failed.push(f),
-        }
+/// The error a run ends with when Ctrl-C stopped it.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub run_dir: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training interrupted; checkpoint saved. Continue with: petal train --resume {}",
+            self.run_dir.display()
+        )
     }
-    batch
 }
 
-/// Moves a batch's pixels (no copy) and labels onto `device`.
-fn to_tensors(
-    images: Vec<f32>,
-    labels: &[i64],
-    side: usize,
-    device: &Device,
-) -> (Tensor<4>, Tensor<1, Int>) {
-    let n = labels.len();
-    let x = Tensor::<4>::from_data(TensorData::new(images, [n, 3, side, side]), device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), device);
-    (x, y)
+impl std::error::Error for Interrupted {}
+
+/// Checks the data folder (layout, classes, images) without training.
+pub fn check_data(spec: &RunSpec, recipe: &Recipe) -> Result<()> {
+    split::open(&spec.data, recipe).map(|_| ())
 }
 
-/// Mean loss and accuracy of `model` (inference mode) on `samples`.
-fn evaluate(
-    model: &ResNet,
-    samples: &[crate::data::Sample],
-    pre: &Preprocessor,
-    batch_size: usize,
-    device: &Device,
-) -> Result<(f64, f64)> {
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let (mut loss_sum, mut correct, mut count) = (0.0, 0usize, 0usize);
-    for chunk in samples.chunks(batch_size) {
-        let mut batch = load_batch(chunk, pre, None);
-        if batch.labels.is_empty() {
-            continue;
-        }
-        let (x, y) = to_tensors(
-            std::mem::take(&mut batch.images),
-            &batch.labels,
-            pre.crop,
-            device,
+/// Starts a new run in `out` (which must not hold one already).
+pub fn start(spec: &RunSpec, recipe: &Recipe, out: &Path, device: &Device) -> Result<TrainSummary> {
+    if out
+        .join("checkpoints")
+        .join(checkpoint::STATE_FILE)
+        .exists()
+    {
+        bail!(
+            "{} already holds a training run: continue it with --resume {0}, or pick another --out",
+            out.display()
         );
-        let logits = model.forward(x);
-        let n = batch.labels.len();
-        loss_sum += f64::from(loss_fn.forward(logits.clone(), y).into_scalar::<f32>()) * n as f64;
-        let pred: Vec<i64> = logits
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        correct += pred
-            .iter()
-            .zip(&batch.labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        count += n;
     }
-    if count == 0 {
-        bail!("no readable validation images");
-    }
-    Ok((loss_sum / count as f64, correct as f64 / count as f64))
-}
-
-/// Trains on `data`, writing `split.json`, `metrics.csv` and `bundle/` into `out`.
-pub fn train(
-    cfg: &TrainConfig,
-    data: &ImageFolder,
-    out: &Path,
-    device: &Device,
-) -> Result<TrainSummary> {
+    recipe.validate()?;
+    // A bad data folder is an error before anything is written.
+    check_data(spec, recipe)?;
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create run folder {}", out.display()))?;
-    let split = Split::stratified(data, 0.1, 0.1, cfg.seed);
-    split.write(&out.join("split.json"), data)?;
+    let write = |name: &str, text: &str| {
+        let path = out.join(name);
+        write_atomic(&path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
+    write(RUN_FILE, &serde_json::to_string_pretty(spec)?)?;
+    write(RECIPE_FILE, &recipe.to_toml())?;
+    run(spec, recipe, out, device, false)
+}
+
+/// Continues the run in `run_dir` from its last checkpoint (or from the start if it stopped
+/// before the first one).
+pub fn resume(run_dir: &Path, device: &Device) -> Result<TrainSummary> {
+    let spec_path = run_dir.join(RUN_FILE);
+    let spec: RunSpec =
+        serde_json::from_slice(&std::fs::read(&spec_path).with_context(|| {
+            format!("{} is not a run folder: no {RUN_FILE}", run_dir.display())
+        })?)
+        .with_context(|| format!("{} is damaged", spec_path.display()))?;
+    let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
+    run(&spec, &recipe, run_dir, device, true)
+}
+
+fn run(
+    spec: &RunSpec,
+    recipe: &Recipe,
+    out: &Path,
+    device: &Device,
+    resuming: bool,
+) -> Result<TrainSummary> {
+    let (classes, split) = split::open(&spec.data, recipe)?;
+    split.write_or_check(&out.join("split.json"), &spec.data, &classes, resuming)?;
     log::info!(
         "split: {} train, {} val, {} test",
         split.train.len(),
@@ -175,104 +155,313 @@ pub fn train(
         split.test.len()
     );
 
-    let pre = Preprocessor::new(cfg.resize, cfg.image_size)?;
-    let augment = Augment::recipe(cfg.image_size as u32);
+    let pre = Preprocessor::new(recipe.resize, recipe.image_size)?;
+    let augment = Augment::recipe(recipe.image_size as u32);
     let train_device = device.clone().autodiff();
-    let classes = data.classes.len();
-    let mut model = match &cfg.pretrained {
-        Some(path) => load_torchvision(path, cfg.arch, classes, Head::Replace, &train_device)?.0,
-        None => ResNetConfig::new(cfg.arch, classes).init(&train_device),
+    let config = ResNetConfig::new(recipe.arch, classes.len());
+    let ckpt = Checkpoints::new(out)?;
+    let mut state = if resuming && ckpt.exists() {
+        ckpt.load_state()?
+    } else {
+        State::new()
     };
-    // torch's Adam epsilon (burn defaults to 1e-5).
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    // Seeded so the new head (or the whole network from scratch) starts the same every run.
+    train_device.seed(recipe.seed);
+    let mut model = if !state.model_file.is_empty() {
+        println!(
+            "resuming after epoch {} (stage '{}', step {})",
+            state.epochs_done(),
+            recipe.stages.get(state.stage).map_or("done", |s| &s.name),
+            state.step
+        );
+        ckpt.load_model(&state.model_file, &config, &train_device)?
+    } else {
+        match &spec.pretrained {
+            Some(path) => {
+                load_torchvision(
+                    path,
+                    recipe.arch,
+                    classes.len(),
+                    Head::Replace,
+                    &train_device,
+                )?
+                .0
+            }
+            None => config.init(&train_device),
+        }
+    };
+
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-
-    let metrics_path = out.join("metrics.csv");
-    let mut metrics = std::fs::File::create(&metrics_path)
-        .with_context(|| format!("cannot write {}", metrics_path.display()))?;
-    writeln!(metrics, "epoch,lr,train_loss,val_loss,val_accuracy")?;
-
-    let steps_per_epoch = split.train.len().div_ceil(cfg.batch_size);
-    let bar = ProgressBar::new((steps_per_epoch * cfg.epochs) as u64);
+    let steps_per_epoch = split.train.len().div_ceil(recipe.batch_size);
+    let total_epochs: usize = recipe.stages.iter().map(|s| s.epochs).sum();
+    let bar = ProgressBar::new((steps_per_epoch * total_epochs) as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut skipped = std::collections::BTreeSet::new();
-    let mut best: Option<(usize, f64, ResNet)> = None;
-    for epoch in 1..=cfg.epochs {
-        let lr = cfg.lr * 0.5f64.powi(((epoch - 1) / cfg.lr_step_epochs.max(1)) as i32);
-        let mut order: Vec<usize> = (0..split.train.len()).collect();
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
-        bar.set_prefix(format!("epoch {epoch}/{}", cfg.epochs));
-        for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let samples: Vec<_> = idx.iter().map(|&i| split.train[i].clone()).collect();
-            let seed = cfg
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add((epoch * 100_000 + step) as u64);
-            let mut batch = load_batch(&samples, &pre, Some((&augment, seed)));
-            for (path, err) in &batch.failed {
-                if skipped.insert(path.clone()) {
-                    log::warn!("skipping {}: {err}", path.display());
-                }
-            }
-            // BatchNorm needs more than one value per channel to train.
-            if batch.labels.len() < 2 {
-                continue;
-            }
-            let (x, y) = to_tensors(
-                std::mem::take(&mut batch.images),
-                &batch.labels,
-                cfg.image_size,
-                &train_device,
-            );
-            let loss = loss_fn.forward(model.forward(x), y);
-            let value = f64::from(loss.clone().into_scalar::<f32>());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-            loss_sum += value * batch.labels.len() as f64;
-            seen += batch.labels.len();
-            bar.set_message(format!("loss {:.3}", loss_sum / seen.max(1) as f64));
-            bar.inc(1);
+    bar.set_position((steps_per_epoch * state.epochs_done() + state.step) as u64);
+    let mut skipped: BTreeSet<PathBuf> = state.skipped.iter().cloned().collect();
+    let mut optim: Option<(burn::optim::ModuleOptimizer, usize)> = None;
+
+    while state.stage < recipe.stages.len() {
+        let stage = &recipe.stages[state.stage];
+        let schedule = recipe.schedule(state.stage);
+        if state.stage_epoch >= stage.epochs {
+            state.stage += 1;
+            state.stage_epoch = 0;
+            continue;
         }
-        let valid = model.valid();
-        let (val_loss, val_acc) = evaluate(&valid, &split.val, &pre, cfg.batch_size, device)?;
-        let train_loss = loss_sum / seen.max(1) as f64;
-        writeln!(
-            metrics,
-            "{epoch},{lr},{train_loss:.6},{val_loss:.6},{val_acc:.6}"
-        )?;
-        metrics.flush()?;
-        // Printed even when the bar is hidden (no terminal), so logs show every epoch.
-        bar.suspend(|| {
-            println!("epoch {epoch}: train loss {train_loss:.4}, val loss {val_loss:.4}, val accuracy {:.1}%", val_acc * 100.0)
+        model = stage::set_trainable(model, stage.trainable);
+        // The optimiser (with the stage it serves) carries over into a stage that continues the
+        // schedule. A checkpoint's optimiser belongs to the stage in progress, or to the one
+        // before when the checkpoint was taken at a stage boundary.
+        let mid_stage = state.stage_epoch > 0 || state.step > 0;
+        let carried = optim.take();
+        let (optimizer, _) = optim.insert(match carried {
+            Some((o, s)) if s == state.stage || schedule.continues => (o, state.stage),
+            None if !state.optim_file.is_empty() && (mid_stage || schedule.continues) => (
+                ckpt.load_optim(&state.optim_file, stage::optimizer(stage))?,
+                state.stage,
+            ),
+            _ => (stage::optimizer(stage), state.stage),
         });
-        if best.as_ref().is_none_or(|(_, acc, _)| val_acc > *acc) {
-            best = Some((epoch, val_acc, valid));
+
+        let epoch = state.epochs_done() + 1;
+        let lr = schedule.lr_at(state.stage_epoch);
+        bar.set_prefix(format!("epoch {epoch}/{total_epochs} {}", stage.name));
+        let mut order: Vec<usize> = (0..split.train.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(batch_seed(
+            recipe.seed,
+            epoch,
+            usize::MAX,
+        )));
+        let chunks: Vec<Vec<Sample>> = order
+            .chunks(recipe.batch_size)
+            .skip(state.step)
+            .map(|idx| idx.iter().map(|&i| split.train[i].clone()).collect())
+            .collect();
+        let mut interrupted = false;
+        let (started, seen_before) = (std::time::Instant::now(), state.partial_seen);
+        // The optimiser takes the network by value; the slot hands it over inside the closure.
+        let mut slot = Some(model);
+        for_each_batch(
+            chunks,
+            state.step,
+            &pre,
+            |step| {
+                Some(Augmented {
+                    augment: &augment,
+                    seed: batch_seed(recipe.seed, epoch, step),
+                })
+            },
+            |step, batch: Batch| {
+                for (path, err) in &batch.failed {
+                    if skipped.insert(path.clone()) {
+                        log::warn!("skipping {}: {err}", path.display());
+                    }
+                }
+                let n = batch.labels.len();
+                // BatchNorm needs more than one value per channel to train.
+                if n >= 2 {
+                    let current = slot
+                        .take()
+                        .context("the network was lost in a failed step")?;
+                    let (x, y) = batch.into_tensors(recipe.image_size, &train_device);
+                    let loss = loss_fn.forward(current.forward(x), y);
+                    let value = f64::from(loss.clone().into_scalar::<f32>());
+                    let grads = GradientsParams::from_grads(loss.backward(), &current);
+                    slot = Some(optimizer.step(lr, current, grads));
+                    state.partial_loss += value * n as f64;
+                    state.partial_seen += n;
+                }
+                state.step = step + 1;
+                bar.inc(1);
+                let mean = state.partial_loss / state.partial_seen.max(1) as f64;
+                bar.set_message(format!("loss {mean:.4} lr {lr:.2e}"));
+                if recipe.log_every > 0 && state.step % recipe.log_every == 0 {
+                    log::info!("epoch {epoch} step {}: train loss {mean:.4}", state.step);
+                }
+                interrupted = INTERRUPT.load(Ordering::SeqCst);
+                Ok(!interrupted)
+            },
+        )?;
+        model = slot.context("the network was lost in a failed step")?;
+        // The last step's BatchNorm statistics belong in what is evaluated and saved.
+        model.sync_running_stats();
+        state.skipped = skipped.iter().cloned().collect();
+        if interrupted {
+            bar.abandon();
+            ckpt.save(&mut state, &model, optimizer)?;
+            return Err(Interrupted {
+                run_dir: out.to_path_buf(),
+            }
+            .into());
         }
+
+        let images_per_s =
+            (state.partial_seen - seen_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let valid = model.valid();
+        let (val_loss, val_accuracy) =
+            match evaluate(&valid, &split.val, &pre, recipe.batch_size, device)? {
+                Some(v) => v,
+                None => (f64::NAN, f64::NAN),
+            };
+        let train_loss = state.partial_loss / state.partial_seen.max(1) as f64;
+        bar.suspend(|| {
+            println!(
+                "epoch {epoch} ({}): train loss {train_loss:.4}, val loss {val_loss:.4}, val accuracy {:.1}%, lr {lr:.3e}, {images_per_s:.1} img/s",
+                stage.name,
+                val_accuracy * 100.0
+            )
+        });
+        // The first epoch, and then any with strictly higher accuracy (NaN: no validation
+        // split, so the latest epoch is the best one).
+        let improved = state
+            .best
+            .is_none_or(|b| val_accuracy > b.val_accuracy || val_accuracy.is_nan());
+        if improved {
+            state.best = Some(Best {
+                epoch,
+                val_accuracy,
+            });
+            ckpt.save_best(&valid)?;
+        }
+        state.metrics.push(EpochMetrics {
+            epoch,
+            stage: stage.name.clone(),
+            lr,
+            train_loss,
+            val_loss,
+            val_accuracy,
+        });
+        write_metrics(&out.join(METRICS_FILE), &state.metrics)?;
+        // The curves so far: a long run can be watched from its run folder.
+        if let Err(e) =
+            crate::plot::training_curves_png(&out.join(METRICS_FILE), &out.join(CURVES_FILE))
+        {
+            log::warn!("cannot draw the training curves: {e:#}");
+        }
+        state.stage_epoch += 1;
+        state.step = 0;
+        state.partial_loss = 0.0;
+        state.partial_seen = 0;
+        if state.stage_epoch == stage.epochs {
+            state.stage += 1;
+            state.stage_epoch = 0;
+        }
+        ckpt.save(&mut state, &model, optimizer)?;
     }
     bar.finish_and_clear();
 
-    let (best_epoch, best_val_accuracy, best_model) = best.context("no epoch ran")?;
-    // The exported bundle round-trips bit-exactly, so the in-memory model is the one to test.
-    let test_accuracy = if split.test.is_empty() {
-        None
-    } else {
-        Some(evaluate(&best_model, &split.test, &pre, cfg.batch_size, device)?.1)
-    };
-    let mut meta = BundleMeta::new(cfg.arch, data.classes.clone(), cfg.image_size, cfg.resize);
-    meta.source = format!("petal train {} (epoch {best_epoch})", out.display());
+    let best = state.best.context("the recipe ran no epoch")?;
+    let (meta, best_model) = exported(out, Which::Best, device)?;
+    let test_accuracy =
+        evaluate(&best_model, &split.test, &pre, recipe.batch_size, device)?.map(|(_, acc)| acc);
     let bundle_dir = out.join("bundle");
     Bundle::new(meta, best_model)?.save(&bundle_dir)?;
 
     Ok(TrainSummary {
-        best_epoch,
-        best_val_accuracy,
+        epochs: state.epochs_done(),
+        best_epoch: best.epoch,
+        best_val_accuracy: best.val_accuracy,
         test_accuracy,
         skipped_files: skipped.len(),
         bundle: bundle_dir,
     })
+}
+
+/// Which network of a run to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    /// The epoch with the best validation accuracy.
+    Best,
+    /// The last checkpoint.
+    Last,
+}
+
+/// A run's network (on `device`, inference mode) and the bundle metadata that describes it.
+pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(BundleMeta, ResNet)> {
+    let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
+    let split_path = run_dir.join("split.json");
+    let split: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&split_path).with_context(|| {
+            format!("{} is not a run folder: no split.json", run_dir.display())
+        })?)
+        .with_context(|| format!("{} is damaged", split_path.display()))?;
+    let classes: Vec<String> = serde_json::from_value(split["classes"].clone())
+        .with_context(|| format!("{} has no class list", split_path.display()))?;
+    let ckpt = Checkpoints::new(run_dir)?;
+    let state = ckpt.load_state()?;
+    let (file, epoch) = match which {
+        Which::Best => (
+            checkpoint::BEST_FILE.to_string(),
+            state.best.map_or(0, |b| b.epoch),
+        ),
+        Which::Last => (state.model_file.clone(), state.epochs_done()),
+    };
+    let config = ResNetConfig::new(recipe.arch, classes.len());
+    let model = ckpt.load_model(&file, &config, device)?;
+    let mut meta = BundleMeta::new(recipe.arch, classes, recipe.image_size, recipe.resize);
+    meta.source = format!("petal train {} (epoch {epoch})", run_dir.display());
+    Ok((meta, model))
+}
+
+/// A network set up as the recipe's fine-tuning stage trains it (everything but the stem), for
+/// the training benchmark.
+pub fn stage_for_bench(model: ResNet) -> ResNet {
+    stage::set_trainable(model, recipe::Trainable::AllButStem)
+}
+
+/// Rewrites `metrics.csv` from the run's rows (so a resumed run never duplicates a row).
+fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    let mut csv = String::from("epoch,lr,train_loss,val_loss,val_accuracy,stage\n");
+    for r in rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{:.6},{:.6},{:.6},{}",
+            r.epoch, r.lr, r.train_loss, r.val_loss, r.val_accuracy, r.stage
+        );
+    }
+    write_atomic(path, csv.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Mean loss and accuracy of `model` (inference mode) on `samples`; `None` when none could be
+/// read.
+fn evaluate(
+    model: &ResNet,
+    samples: &[Sample],
+    pre: &Preprocessor,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Option<(f64, f64)>> {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let (mut loss_sum, mut correct, mut count) = (0.0, 0usize, 0usize);
+    let chunks = samples.chunks(batch_size).map(<[Sample]>::to_vec).collect();
+    for_each_batch(
+        chunks,
+        0,
+        pre,
+        |_| None,
+        |_, batch| {
+            let n = batch.labels.len();
+            if n == 0 {
+                return Ok(true);
+            }
+            let labels = batch.labels.clone();
+            let (x, y) = batch.into_tensors(pre.crop, device);
+            let logits = model.forward(x);
+            loss_sum +=
+                f64::from(loss_fn.forward(logits.clone(), y).into_scalar::<f32>()) * n as f64;
+            let pred = logits
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            count += n;
+            Ok(true)
+        },
+    )?;
+    Ok((count > 0).then(|| (loss_sum / count as f64, correct as f64 / count as f64)))
 }

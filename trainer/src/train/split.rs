@@ -1,17 +1,54 @@
-//! A seeded, stratified train/val/test split, written into the run folder for audit.
+//! Which images train, validate and test: the data folder's own `train/ val/ test/`
+//! sub-folders when it has them, otherwise a seeded, stratified split that is written into the
+//! run folder for audit (and checked again when the run resumes).
 
+use super::Recipe;
 use crate::data::{ImageFolder, Sample};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use std::path::Path;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Split {
     pub train: Vec<Sample>,
     pub val: Vec<Sample>,
     pub test: Vec<Sample>,
+}
+
+/// The class names and the split of the data folder `dir`.
+pub fn open(dir: &Path, recipe: &Recipe) -> Result<(Vec<String>, Split)> {
+    let train_dir = dir.join("train");
+    if train_dir.is_dir() {
+        // Explicit sub-folders: the class list comes from train/, and val/ and test/ (each
+        // optional) must use the same class names.
+        let train = ImageFolder::open(&train_dir)?;
+        let part = |name: &str| -> Result<Vec<Sample>> {
+            let sub = dir.join(name);
+            if !sub.is_dir() {
+                return Ok(Vec::new());
+            }
+            Ok(ImageFolder::with_classes(&sub, train.classes.clone())?.samples)
+        };
+        let split = Split {
+            val: part("val")?,
+            test: part("test")?,
+            train: train.samples,
+        };
+        return Ok((train.classes, split));
+    }
+    let data = ImageFolder::open(dir)?;
+    let split = Split::stratified(
+        &data,
+        recipe.val_fraction,
+        recipe.test_fraction,
+        recipe.seed,
+    );
+    if split.train.is_empty() {
+        bail!("{} has too few images to train on", dir.display());
+    }
+    Ok((data.classes, split))
 }
 
 impl Split {
@@ -30,7 +67,7 @@ impl Split {
             class.shuffle(&mut rng);
             let n = class.len();
             let take = |f: f64| {
-                if n >= 3 {
+                if n >= 3 && f > 0.0 {
                     ((n as f64 * f).round() as usize).max(1)
                 } else {
                     0
@@ -44,14 +81,14 @@ impl Split {
         split
     }
 
-    /// Writes `{"classes": [...], "train": [...], "val": [...], "test": [...]}` with paths
-    /// relative to the data folder.
-    pub fn write(&self, path: &Path, data: &ImageFolder) -> Result<()> {
+    /// `{"classes": [...], "train": [...], "val": [...], "test": [...]}` with paths relative
+    /// to the data folder.
+    fn to_json(&self, root: &Path, classes: &[String]) -> Result<String> {
         let rel = |v: &[Sample]| -> Vec<String> {
             v.iter()
                 .map(|s| {
                     s.path
-                        .strip_prefix(&data.root)
+                        .strip_prefix(root)
                         .unwrap_or(&s.path)
                         .display()
                         .to_string()
@@ -59,12 +96,35 @@ impl Split {
                 .collect()
         };
         let json = serde_json::json!({
-            "classes": data.classes,
+            "classes": classes,
             "train": rel(&self.train),
             "val": rel(&self.val),
             "test": rel(&self.test),
         });
-        petal_shared::bundle::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
+        Ok(serde_json::to_string_pretty(&json)?)
+    }
+
+    /// Writes the split to `path`; when resuming, checks instead that the data folder still
+    /// splits the same way, so a resumed run never validates on images it trained on.
+    pub fn write_or_check(
+        &self,
+        path: &Path,
+        root: &Path,
+        classes: &[String],
+        resuming: bool,
+    ) -> Result<()> {
+        let json = self.to_json(root, classes)?;
+        if resuming && let Ok(saved) = std::fs::read_to_string(path) {
+            if saved != json {
+                bail!(
+                    "the images in {} changed since the run started (see {}); start a new run",
+                    root.display(),
+                    path.display()
+                );
+            }
+            return Ok(());
+        }
+        petal_shared::bundle::write_atomic(path, json.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     }
 }

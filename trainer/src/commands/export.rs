@@ -1,0 +1,36 @@
+//! `petal export`: a training run's checkpoint → a bundle (f32, or f16 for the web).
+
+use crate::train::{self, Which};
+use anyhow::Result;
+use burn::tensor::Device;
+use petal_shared::Bundle;
+use petal_shared::bundle::Precision;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Export a run's network as a bundle (weights + petal.json).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Run folder written by `petal train` (complete or interrupted).
+    run: PathBuf,
+    /// Which network: the best epoch by validation accuracy, or the last checkpoint.
+    #[arg(long, value_enum, default_value_t = Which::Best)]
+    checkpoint: Which,
+    /// Store the weights in half precision (half the download for the web page).
+    #[arg(long)]
+    f16: bool,
+    /// Bundle folder to write.
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let (mut meta, model) = train::exported(&args.run, args.checkpoint, &Device::flex())?;
+    if args.f16 {
+        meta.precision = Precision::F16;
+    }
+    let source = meta.source.clone();
+    Bundle::new(meta, model)?.save(&args.out)?;
+    println!("{}: bundle from {source}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,12 @@
+//! The library behind the `petal` command line: photo folders, augmentation, the staged
+//! training loop, inference on bundles, and one module per subcommand. The binary
+//! (`src/main.rs`) only parses arguments and reports errors; benchmarks use the modules directly.
+
+pub mod backend;
+pub mod commands;
+pub mod data;
+pub mod inference;
+pub mod metrics;
+pub mod npy;
+pub mod plot;
+pub mod train;

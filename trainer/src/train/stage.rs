@@ -1,0 +1,134 @@
+//! What a stage trains: which parameters get gradients, and which BatchNorm layers keep
+//! updating their running statistics.
+
+use super::recipe::{OptimizerKind, Stage, Trainable};
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
+use petal_shared::ResNet;
+
+/// Sets `model` up for `trainable`. `freeze` (rather than `no_grad`) also stops the frozen
+/// BatchNorm layers' statistics from drifting: they keep the pretrained ImageNet statistics,
+/// and evaluation sees the same network the head was trained on.
+pub fn set_trainable(model: ResNet, trainable: Trainable) -> ResNet {
+    let mut m = model.unfreeze();
+    if matches!(trainable, Trainable::Head | Trainable::AllButStem) {
+        m.conv1 = m.conv1.freeze();
+        m.bn1 = m.bn1.freeze();
+    }
+    if trainable == Trainable::Head {
+        m.layer1 = m.layer1.freeze();
+        m.layer2 = m.layer2.freeze();
+        m.layer3 = m.layer3.freeze();
+        m.layer4 = m.layer4.freeze();
+    }
+    m
+}
+
+/// A fresh optimiser for `stage`, with torch's defaults where burn's differ (Adam epsilon
+/// 1e-8, SGD dampening 0).
+pub fn optimizer(stage: &Stage) -> ModuleOptimizer {
+    let decay =
+        (stage.weight_decay > 0.0).then(|| WeightDecayConfig::new(stage.weight_decay as f32));
+    match stage.optimizer {
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(decay)
+            .init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum((stage.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(stage.momentum)
+                    .with_dampening(0.0)
+            }))
+            .with_weight_decay(decay)
+            .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::recipe::Recipe;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+    use petal_shared::{Arch, ResNetConfig};
+
+    /// Every tensor of the model (parameters and BatchNorm statistics), by name.
+    fn tensors(model: &ResNet) -> Vec<(String, Vec<f32>)> {
+        use burn::store::{ModuleSnapshot, bridge};
+        model
+            .collect(None, None, true)
+            .into_iter()
+            .map(|t| {
+                let data = bridge::to_data(&t).unwrap().convert::<f32>();
+                (t.name.clone(), data.try_to_vec::<f32>().unwrap())
+            })
+            .collect()
+    }
+
+    /// One Adam step on random images with `trainable`; the names of the tensors it changed.
+    fn changed_by_one_step(trainable: Trainable) -> Vec<String> {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let model = ResNetConfig::new(Arch::ResNet18, 3).init(&device);
+        let model = set_trainable(model, trainable);
+        let before = tensors(&model);
+        let x = Tensor::<4>::random([4, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 1], [4]), &device);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(model.forward(x), y);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut optim = optimizer(&Recipe::default().stages[0]);
+        let model = optim.step(1e-3, model, grads);
+        model.sync_running_stats();
+        let after = tensors(&model);
+        before
+            .into_iter()
+            .zip(after)
+            .filter(|((_, a), (_, b))| a != b)
+            .map(|((name, _), _)| name)
+            .collect()
+    }
+
+    #[test]
+    fn head_stage_trains_only_the_classifier() {
+        let changed = changed_by_one_step(Trainable::Head);
+        assert_eq!(changed, ["fc.weight", "fc.bias"]);
+    }
+
+    #[test]
+    fn all_but_stem_keeps_conv1_and_bn1_as_they_are() {
+        let changed = changed_by_one_step(Trainable::AllButStem);
+        assert!(
+            changed
+                .iter()
+                .all(|n| !n.starts_with("conv1") && !n.starts_with("bn1"))
+        );
+        // Weights and BatchNorm statistics of the rest move.
+        for name in [
+            "layer1.0.conv1.weight",
+            "layer4.1.bn2.running_mean",
+            "fc.weight",
+        ] {
+            assert!(
+                changed.iter().any(|n| n == name),
+                "{name} did not change: {changed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_trains_the_stem_too() {
+        let changed = changed_by_one_step(Trainable::All);
+        for name in ["conv1.weight", "bn1.gamma", "bn1.running_var"] {
+            assert!(
+                changed.iter().any(|n| n == name),
+                "{name} did not change: {changed:?}"
+            );
+        }
+    }
+}
