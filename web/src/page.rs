@@ -170,7 +170,8 @@ async fn logits_for(inner: &Inner, tensor: Vec<f32>) -> Result<Vec<f32>, JsError
     let input = Tensor::<4>::from_data(TensorData::new(tensor, [1, 3, side, side]), &inner.device);
     let logits = inner.bundle.model.forward(input);
     let data = logits.into_data_async().await.map_err(js_err)?;
-    data.into_vec::<f32>().map_err(|e| js_err(format!("{e:?}")))
+    data.try_into_vec::<f32>()
+        .map_err(|e| js_err(format!("{e:?}")))
 }
 
 async fn warm_up(inner: &Inner) -> Result<(), JsError> {
