@@ -1,0 +1,190 @@
+// Shared helpers of Petal's browser tests and benchmark: a static server for the page and
+// bundles, Chromium with or without WebGPU, and page-driving helpers.
+import { chromium } from "playwright-core";
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import os from "node:os";
+
+export const CHROMIUM = process.env.PETAL_CHROMIUM || "/usr/bin/chromium";
+
+// Command-line `--name value` pairs.
+export function parseArgs(argv = process.argv.slice(2)) {
+  const out = {};
+  for (let i = 0; i < argv.length; i++) {
+    if (!argv[i].startsWith("--")) throw new Error(`unexpected argument ${argv[i]}`);
+    const key = argv[i].slice(2);
+    const next = argv[i + 1];
+    if (next === undefined || next.startsWith("--")) out[key] = true;
+    else out[key] = argv[++i];
+  }
+  return out;
+}
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript",
+  ".mjs": "text/javascript",
+  ".css": "text/css",
+  ".wasm": "application/wasm",
+  ".json": "application/json",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+};
+
+// Serves `mounts` ({"/prefix/": folder}, longest prefix first; "/" for the page) on 127.0.0.1,
+// with ETag/Last-Modified validators as any static server has. `hits` counts full (200)
+// responses per URL path, so tests can tell a download from a revalidation.
+export async function serve(mounts) {
+  const prefixes = Object.keys(mounts).sort((a, b) => b.length - a.length);
+  const hits = new Map();
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, "http://x");
+    const pathname = decodeURIComponent(url.pathname);
+    const prefix = prefixes.find((p) => pathname.startsWith(p));
+    let file = prefix && path.join(mounts[prefix], pathname.slice(prefix.length));
+    if (file && file.endsWith(path.sep)) file = path.join(file, "index.html");
+    if (!prefix || !file.startsWith(mounts[prefix])) {
+      res.writeHead(403).end();
+      return;
+    }
+    fs.stat(file, (err, st) => {
+      if (err || !st.isFile()) {
+        res.writeHead(404, { "Content-Type": "text/plain" }).end("not found");
+        return;
+      }
+      const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
+      const headers = {
+        "Content-Type": TYPES[path.extname(file)] || "application/octet-stream",
+        ETag: etag,
+        "Last-Modified": st.mtime.toUTCString(),
+        "Cache-Control": "no-cache",
+      };
+      if (req.headers["if-none-match"] === etag) {
+        res.writeHead(304, headers).end();
+        return;
+      }
+      hits.set(pathname, (hits.get(pathname) || 0) + 1);
+      res.writeHead(200, { ...headers, "Content-Length": st.size });
+      if (req.method === "HEAD") res.end();
+      else fs.createReadStream(file).pipe(res);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const base = `http://127.0.0.1:${server.address().port}`;
+  return { base, hits, close: () => new Promise((r) => server.close(r)) };
+}
+
+// Headless Chromium; `webgpu` turns on WebGPU (SwiftShader on a machine without a GPU).
+export async function launch({ webgpu }) {
+  const args = [
+    "--no-sandbox",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ];
+  if (webgpu) args.push("--enable-unsafe-webgpu");
+  else args.push("--disable-features=WebGPU");
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args,
+  });
+  const context = await browser.newContext({ acceptDownloads: true });
+  return { browser, context };
+}
+
+// Opens a page and records its console, so failures can show what the page said.
+export async function openPage(context, url) {
+  const page = await context.newPage();
+  page.log = [];
+  page.on("console", (m) => page.log.push(`[${m.type()}] ${m.text()}`));
+  page.on("pageerror", (e) => page.log.push(`[pageerror] ${e.message}`));
+  await page.goto(url);
+  return page;
+}
+
+// Waits until the page's model is ready (or failed); returns {state, backend, status, ...}.
+export async function waitSettled(page, timeoutMs = 600_000) {
+  await page.waitForFunction(
+    () => ["ready", "error"].includes(document.body.dataset.state),
+    null,
+    { timeout: timeoutMs, polling: 200 },
+  );
+  return page.evaluate(() => ({
+    state: document.body.dataset.state,
+    backend: document.body.dataset.backend,
+    modelSource: document.body.dataset.modelSource,
+    status: document.getElementById("status").textContent,
+    loadMs: window.petal.loadMs,
+  }));
+}
+
+// Waits for `count` finished result cards and an idle page; returns them.
+export async function results(page, count, timeoutMs = 600_000) {
+  await page.waitForFunction(
+    (n) =>
+      document.querySelectorAll("#results .result:not(.pending)").length >= n &&
+      document.body.dataset.state === "ready",
+    count,
+    { timeout: timeoutMs, polling: 200 },
+  );
+  return page.evaluate(() =>
+    [...document.querySelectorAll("#results .result")].map((el) => ({
+      file: el.dataset.file,
+      label: el.dataset.label,
+      prob: el.dataset.prob === undefined ? undefined : Number(el.dataset.prob),
+      top: el.dataset.top ? JSON.parse(el.dataset.top) : undefined,
+      error: el.dataset.error,
+      preprocessMs: Number(el.dataset.preprocessMs),
+      inferenceMs: Number(el.dataset.inferenceMs),
+    })),
+  );
+}
+
+// Drops files on the page as a user's drag and drop does (a DataTransfer with File objects),
+// fetching their bytes from the server under `urlPrefix`.
+export async function dropFiles(page, urlPrefix, names) {
+  await page.evaluate(
+    async ([prefix, names]) => {
+      const dt = new DataTransfer();
+      for (const name of names) {
+        const blob = await (await fetch(prefix + encodeURIComponent(name))).blob();
+        dt.items.add(new File([blob], name, { type: blob.type }));
+      }
+      document
+        .getElementById("dropzone")
+        .dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    },
+    [urlPrefix, names],
+  );
+}
+
+export function tmpDir(prefix) {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+// Reads a little-endian float32 .npy file: {shape, data: Buffer of the raw values}.
+export function readNpyF32(file) {
+  const buf = fs.readFileSync(file);
+  if (buf.toString("latin1", 1, 6) !== "NUMPY") throw new Error(`${file}: not a .npy file`);
+  const major = buf[6];
+  const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
+  const start = (major === 1 ? 10 : 12) + headerLen;
+  const header = buf.toString("latin1", major === 1 ? 10 : 12, start);
+  if (!/'descr':\s*'<f4'/.test(header)) throw new Error(`${file}: not little-endian float32: ${header}`);
+  if (/'fortran_order':\s*True/.test(header)) throw new Error(`${file}: Fortran order`);
+  const shape = header
+    .match(/'shape':\s*\(([^)]*)\)/)[1]
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
+  return { shape, data: buf.subarray(start) };
+}
+
+export function seconds(ms) {
+  return `${(ms / 1000).toFixed(1)} s`;
+}

@@ -1,0 +1,206 @@
+//! The wasm-bindgen API the page script (`web/app.js`) calls.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use petal_shared::classify::{softmax, top_k};
+use petal_shared::{Bundle, BundleMeta, Preprocessor};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+/// Installs a panic hook that reports Rust panics on the browser console.
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("petal-web panicked: {info}").into());
+    }));
+}
+
+/// Milliseconds from the page's clock (`performance.now()`, also inside a worker).
+fn now_ms() -> f64 {
+    let global = js_sys::global();
+    if let Some(window) = global.dyn_ref::<web_sys::Window>() {
+        if let Some(p) = window.performance() {
+            return p.now();
+        }
+    }
+    if let Some(scope) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        if let Some(p) = scope.performance() {
+            return p.now();
+        }
+    }
+    js_sys::Date::now()
+}
+
+fn js_err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// The normalised input tensor (`[3, crop, crop]` CHW `f32`) for encoded image bytes — exactly
+/// what `petal preprocess` writes. Used by the parity test and the benchmark.
+#[wasm_bindgen]
+pub fn preprocess(bytes: &[u8], resize: usize, crop: usize) -> Result<Vec<f32>, JsError> {
+    let pre = Preprocessor::new(resize, crop).map_err(js_err)?;
+    pre.tensor_from_bytes(bytes).map_err(js_err)
+}
+
+/// Checks `petal.json` without loading weights, so the page can show a clear message (and
+/// class names) before downloading a large weights file.
+#[wasm_bindgen(js_name = parseMeta)]
+pub fn parse_meta(meta_json: &[u8]) -> Result<String, JsError> {
+    let meta = BundleMeta::from_json(meta_json).map_err(js_err)?;
+    Ok(meta_summary(&meta))
+}
+
+fn meta_summary(meta: &BundleMeta) -> String {
+    serde_json::json!({
+        "arch": meta.arch.name(),
+        "classes": meta.classes,
+        "image_size": meta.image_size,
+        "resize": meta.resize,
+        "precision": meta.precision,
+        "weights": meta.weights,
+        "source": meta.source,
+    })
+    .to_string()
+}
+
+/// One classified image, as the page shows it.
+#[derive(Serialize)]
+struct Outcome {
+    top: Vec<petal_shared::classify::Prediction>,
+    /// Raw logits (for tests against `petal predict --json --logits`).
+    logits: Vec<f32>,
+    /// Softmax probabilities of every class (the CSV and the tests use them).
+    probs: Vec<f32>,
+    preprocess_ms: f64,
+    inference_ms: f64,
+}
+
+struct Inner {
+    bundle: Bundle,
+    device: Device,
+    backend: &'static str,
+    preprocessor: Preprocessor,
+}
+
+/// A loaded bundle on the chosen backend.
+#[wasm_bindgen]
+pub struct Classifier {
+    inner: Rc<Inner>,
+    /// Serialises inference: one image at a time on the device.
+    busy: Rc<RefCell<()>>,
+}
+
+/// The device the page computes on: WebGPU when allowed and an adapter exists, else flex.
+async fn pick_device(allow_gpu: bool) -> (Device, &'static str, Option<String>) {
+    if !allow_gpu {
+        return (Device::flex(), "cpu", Some("WebGPU disabled".into()));
+    }
+    match Device::wgpu_options().init_async().await {
+        Ok(device) => (device, "webgpu", None),
+        Err(e) => (Device::flex(), "cpu", Some(e.to_string())),
+    }
+}
+
+#[wasm_bindgen]
+impl Classifier {
+    /// Loads a bundle from its two files. `allow_gpu` false (or no WebGPU adapter) selects the
+    /// CPU backend. The weight bytes are consumed: once the model is on the GPU, no CPU copy
+    /// of the weights is kept.
+    pub async fn load(
+        meta_json: Vec<u8>,
+        weights: Vec<u8>,
+        allow_gpu: bool,
+    ) -> Result<Classifier, JsError> {
+        let (device, backend, why_cpu) = pick_device(allow_gpu).await;
+        if let Some(why) = why_cpu {
+            web_sys::console::info_1(&format!("petal: CPU backend ({why})").into());
+        }
+        let bundle = Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
+        let preprocessor = bundle.preprocessor();
+        let inner = Inner {
+            bundle,
+            device,
+            backend,
+            preprocessor,
+        };
+        // One warm-up pass: compiles the shaders now rather than on the first photo, and
+        // proves the network runs on this backend before the page says "ready".
+        warm_up(&inner).await?;
+        Ok(Classifier {
+            inner: Rc::new(inner),
+            busy: Rc::new(RefCell::new(())),
+        })
+    }
+
+    /// `webgpu` or `cpu`.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.inner.backend.to_string()
+    }
+
+    /// The bundle's metadata summary (arch, classes, sizes) as JSON.
+    #[wasm_bindgen(getter)]
+    pub fn meta(&self) -> String {
+        meta_summary(&self.inner.bundle.meta)
+    }
+
+    /// Classifies one encoded image; resolves to a JSON string
+    /// `{top: [{index, label, prob}], logits, probs, preprocess_ms, inference_ms}` or rejects
+    /// with a message naming what is wrong with the file.
+    pub fn classify(&self, bytes: Vec<u8>, k: usize) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        let busy = Rc::clone(&self.busy);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let _guard = busy
+                .try_borrow_mut()
+                .map_err(|_| JsError::new("the classifier is busy with another image"))?;
+            let outcome = classify(&inner, &bytes, k).await?;
+            Ok(JsValue::from_str(
+                &serde_json::to_string(&outcome).map_err(js_err)?,
+            ))
+        })
+    }
+}
+
+async fn logits_for(inner: &Inner, tensor: Vec<f32>) -> Result<Vec<f32>, JsError> {
+    let side = inner.preprocessor.crop;
+    let input = Tensor::<4>::from_data(TensorData::new(tensor, [1, 3, side, side]), &inner.device);
+    let logits = inner.bundle.model.forward(input);
+    let data = logits.into_data_async().await.map_err(js_err)?;
+    data.try_into_vec::<f32>()
+        .map_err(|e| js_err(format!("{e:?}")))
+}
+
+async fn warm_up(inner: &Inner) -> Result<(), JsError> {
+    let side = inner.preprocessor.crop;
+    logits_for(inner, vec![0.0; 3 * side * side]).await?;
+    Ok(())
+}
+
+async fn classify(inner: &Inner, bytes: &[u8], k: usize) -> Result<Outcome, JsError> {
+    let t0 = now_ms();
+    let tensor = inner
+        .preprocessor
+        .tensor_from_bytes(bytes)
+        .map_err(js_err)?;
+    let t1 = now_ms();
+    let logits = logits_for(inner, tensor).await?;
+    let t2 = now_ms();
+    let classes = &inner.bundle.meta.classes;
+    Ok(Outcome {
+        top: top_k(&logits, classes, k.max(1)),
+        probs: softmax(&logits),
+        logits,
+        preprocess_ms: t1 - t0,
+        inference_ms: t2 - t1,
+    })
+}
+
+/// `petal score`'s CSV for the batch table; see [`crate::score_csv::score_csv`].
+#[wasm_bindgen(js_name = scoreCsv)]
+pub fn score_csv(rows_json: &str) -> Result<String, JsError> {
+    crate::score_csv::score_csv(rows_json).map_err(|e| JsError::new(&e))
+}
