@@ -62,7 +62,12 @@ impl DeviceArg {
 #[cfg(feature = "wgpu")]
 fn wgpu_backend(allow_software: bool) -> Result<Backend> {
     use burn::backend::wgpu::wgpu;
-    let instance = wgpu::Instance::default();
+    // Vulkan, Metal and DX12 only: probing OpenGL through EGL prints errors at exit on headless
+    // machines, and burn's runtime does not use it.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
         ..Default::default()

@@ -23,6 +23,8 @@ pub struct Args {
     epochs: usize,
     #[arg(long, default_value_t = 64)]
     image_size: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Only write the photos (OUT/data, OUT/test), e.g. to try `petal train` on them.
@@ -45,7 +47,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // From scratch (no ImageNet weights offline): every layer trains with Adam, no polish.
     let mut recipe = Recipe {
         arch: Arch::ResNet18,
-        batch_size: 16,
+        batch_size: args.batch_size,
         seed: args.seed,
         image_size: args.image_size,
         resize: args.image_size * 8 / 7,
