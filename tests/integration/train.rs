@@ -356,6 +356,56 @@ fn staged_recipe_runs_head_finetune_and_polish_from_pretrained_weights() {
         labels,
         ["daisy", "dandelion", "rose", "sunflower", "tulip"].into()
     );
+
+    // `export`: the best epoch in half precision (about half the file, the same top class),
+    // and the last checkpoint, named as such.
+    petal(dir.path(), ["export", "r", "--f16", "-o", "half"]).success();
+    let size = |p: &str| {
+        std::fs::metadata(dir.path().join(p).join("model.bpk"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size("half") * 10 < size("r/bundle") * 6,
+        "{} vs {}",
+        size("half"),
+        size("r/bundle")
+    );
+    let meta = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(p).join("petal.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(meta("half")["precision"], "f16");
+    assert_eq!(meta("half")["classes"], meta("r/bundle")["classes"]);
+    assert_eq!(meta("half")["image_size"], 32);
+    let top1 = |model: &str| {
+        let json = petal(
+            dir.path(),
+            [
+                "predict",
+                "--model",
+                model,
+                "--json",
+                photo.to_str().unwrap(),
+            ],
+        )
+        .success();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v[0]["top"][0]["label"].clone()
+    };
+    assert_eq!(top1("half"), top1("r/bundle"));
+    petal(
+        dir.path(),
+        ["export", "r", "--checkpoint", "last", "-o", "last"],
+    )
+    .success();
+    let source = meta("last")["source"].as_str().unwrap().to_string();
+    assert!(source.contains("(epoch 4)"), "{source}");
+    let err = petal(dir.path(), ["export", "nowhere", "-o", "x"]).failure();
+    assert!(
+        err.contains("nowhere") && err.contains("not a run folder"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -63,8 +63,9 @@ pub struct State {
     pub optim_file: String,
 }
 
-impl State {
-    pub fn new() -> Self {
+impl Default for State {
+    /// A run that has not trained yet.
+    fn default() -> Self {
         Self {
             format: FORMAT,
             stage: 0,
@@ -79,7 +80,9 @@ impl State {
             optim_file: String::new(),
         }
     }
+}
 
+impl State {
     /// Epochs finished over all stages.
     pub fn epochs_done(&self) -> usize {
         self.metrics.len()

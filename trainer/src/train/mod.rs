@@ -163,7 +163,7 @@ fn run(
     let mut state = if resuming && ckpt.exists() {
         ckpt.load_state()?
     } else {
-        State::new()
+        State::default()
     };
     // Seeded so the new head (or the whole network from scratch) starts the same every run.
     train_device.seed(recipe.seed);
@@ -302,10 +302,8 @@ fn run(
             (state.partial_seen - seen_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let valid = model.valid();
         let (val_loss, val_accuracy) =
-            match evaluate(&valid, &split.val, &pre, recipe.batch_size, device)? {
-                Some(v) => v,
-                None => (f64::NAN, f64::NAN),
-            };
+            evaluate(&valid, &split.val, &pre, recipe.batch_size, device)?
+                .unwrap_or((f64::NAN, f64::NAN));
         let train_loss = state.partial_loss / state.partial_seen.max(1) as f64;
         bar.suspend(|| {
             println!(
@@ -381,6 +379,12 @@ pub enum Which {
 
 /// A run's network (on `device`, inference mode) and the bundle metadata that describes it.
 pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(BundleMeta, ResNet)> {
+    if !run_dir.join(RECIPE_FILE).is_file() {
+        bail!(
+            "{} is not a run folder: no {RECIPE_FILE}",
+            run_dir.display()
+        );
+    }
     let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
     let split_path = run_dir.join("split.json");
     let split: serde_json::Value =
