@@ -2,7 +2,7 @@
 //! (forward, backward, Adam) in images per second.
 //!
 //! `cargo bench -p petal-trainer --bench training -- --bench` runs the defaults:
-//!   loader: batches of 32 at 224 from `../shared/fixtures/photos` (`--photos DIR`)
+//!   loader: batches of 32 at 224 from the fixture photos beside the checkout (`--photos DIR`)
 //!   step:   ResNet-18 and ResNet-101, batch 8, at 224 (`--arch`, `--batch`, `--size`) on
 //!           `--device cpu` (or wgpu in a build with the feature)
 //! Figures only: nothing here passes or fails on timing. Compare the step with
@@ -26,7 +26,7 @@ struct Args {
     /// Passed by `cargo bench`; without it (e.g. under `cargo test`) nothing runs.
     #[arg(long)]
     bench: bool,
-    #[arg(long, default_value = "../shared/fixtures/photos")]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/photos"))]
     photos: PathBuf,
     #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet101")]
     arch: Vec<Arch>,
