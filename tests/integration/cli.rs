@@ -1,7 +1,7 @@
 //! The `petal` binary end to end: preprocess, import, predict.
 
 use crate::reference::{PHOTO, resnet18};
-use crate::util::{Run, fixtures, petal, photo, read_npy, tempdir};
+use crate::util::{Run, fixtures, logits, petal, photo, predict_one, read_npy, tempdir};
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -181,18 +181,12 @@ fn score_tta_averages_an_image_with_its_mirror() {
     img.fliph().save(dir.path().join("mirror.png")).unwrap();
 
     let probs = |file: &str| -> Vec<f64> {
-        let json = petal(
+        let logits = logits(&predict_one(
             dir.path(),
-            ["predict", "--model", "m", "--json", "--logits", file],
-        )
-        .success();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let logits: Vec<f64> = v[0]["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+            "m",
+            Path::new(file),
+            &["--logits"],
+        ));
         let max = logits.iter().cloned().fold(f64::MIN, f64::max);
         let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f64 = exp.iter().sum();

@@ -1,6 +1,6 @@
 //! `petal demo`, `train` and `score` end to end on generated photos, and their bad-input errors.
 
-use crate::util::{petal, tempdir};
+use crate::util::{petal, predict_one, tempdir};
 
 #[test]
 fn demo_trains_scores_and_exports() {
@@ -255,21 +255,7 @@ fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
     // The same network: identical logits (the files themselves differ in parameter ids).
     let photo = crate::util::photo("chelsea.png");
     let logits = |p: &str| {
-        let model = format!("{p}/bundle");
-        let json = petal(
-            dir.path(),
-            [
-                "predict",
-                "--model",
-                &model,
-                "--json",
-                "--logits",
-                photo.to_str().unwrap(),
-            ],
-        )
-        .success();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        v[0]["logits"].clone()
+        predict_one(dir.path(), &format!("{p}/bundle"), &photo, &["--logits"])["logits"].clone()
     };
     assert_eq!(logits("a"), logits("b"), "bundles differ after resuming");
 }
@@ -332,21 +318,8 @@ fn staged_recipe_runs_head_finetune_and_polish_from_pretrained_weights() {
 
     // The bundle classifies with the user's classes.
     let photo = crate::util::photo("chelsea.png");
-    let json = petal(
-        dir.path(),
-        [
-            "predict",
-            "--model",
-            "r/bundle",
-            "--json",
-            "--top-k",
-            "5",
-            photo.to_str().unwrap(),
-        ],
-    )
-    .success();
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let labels: std::collections::BTreeSet<&str> = v[0]["top"]
+    let v = predict_one(dir.path(), "r/bundle", &photo, &["--top-k", "5"]);
+    let labels: std::collections::BTreeSet<&str> = v["top"]
         .as_array()
         .unwrap()
         .iter()
@@ -378,21 +351,7 @@ fn staged_recipe_runs_head_finetune_and_polish_from_pretrained_weights() {
     assert_eq!(meta("half")["precision"], "f16");
     assert_eq!(meta("half")["classes"], meta("r/bundle")["classes"]);
     assert_eq!(meta("half")["image_size"], 32);
-    let top1 = |model: &str| {
-        let json = petal(
-            dir.path(),
-            [
-                "predict",
-                "--model",
-                model,
-                "--json",
-                photo.to_str().unwrap(),
-            ],
-        )
-        .success();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        v[0]["top"][0]["label"].clone()
-    };
+    let top1 = |model: &str| predict_one(dir.path(), model, &photo, &[])["top"][0]["label"].clone();
     assert_eq!(top1("half"), top1("r/bundle"));
     petal(
         dir.path(),

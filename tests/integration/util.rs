@@ -109,6 +109,9 @@ where
         // The CPU backend unless a test names another: answers must not depend on whether the
         // machine running the tests has a GPU.
         .env("PETAL_DEVICE", "cpu")
+        // Where a test does name wgpu (lavapipe on CI), autotuning every kernel variant would
+        // take minutes on a software rasteriser.
+        .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
         .args(args)
         .output()
         .expect("cannot start petal");
@@ -121,4 +124,31 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("petal-test-")
         .tempdir()
         .expect("temp dir")
+}
+
+/// `petal predict --model MODEL --json EXTRA... IMAGE` run in `dir`: the image's JSON object
+/// (`file`, `top`, and `logits` with `--logits`).
+pub fn predict_one(dir: &Path, model: &str, image: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "predict".into(),
+        "--model".into(),
+        model.into(),
+        "--json".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    args.push(image.into());
+    let json = petal(dir, args).success();
+    let mut all: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}:\n{json}"));
+    all[0].take()
+}
+
+/// The `logits` of a `predict --json --logits` object.
+pub fn logits(prediction: &serde_json::Value) -> Vec<f64> {
+    prediction["logits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no logits in {prediction}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }

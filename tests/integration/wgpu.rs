@@ -2,19 +2,7 @@
 //! lavapipe (a Vulkan driver on the CPU, `mesa-vulkan-drivers`) runs the same code paths as a
 //! GPU would, very slowly, so the test stays tiny.
 
-use crate::util::{petal, photo, tempdir};
-use std::process::Command;
-
-fn petal_wgpu(dir: &std::path::Path, args: &[&str]) -> crate::util::Run {
-    let output = Command::new(crate::util::petal_bin())
-        .current_dir(dir)
-        .args(args)
-        // Autotuning benchmarks every kernel variant: minutes on a software rasteriser.
-        .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
-        .output()
-        .expect("cannot start petal");
-    crate::util::Run { output }
-}
+use crate::util::{logits, petal, photo, predict_one, tempdir};
 
 #[test]
 fn wgpu_trains_and_predicts_like_the_cpu() {
@@ -25,9 +13,9 @@ fn wgpu_trains_and_predicts_like_the_cpu() {
         ["demo", "--out", "d", "--per-class", "3", "--generate-only"],
     )
     .success();
-    let out = petal_wgpu(
+    let out = petal(
         d,
-        &[
+        [
             "train",
             "--data",
             "d/data",
@@ -68,30 +56,16 @@ fn wgpu_trains_and_predicts_like_the_cpu() {
     assert!(loss.is_finite() && loss > 0.0, "{metrics}");
 
     // The trained bundle gives the same logits on the GPU path as on the CPU.
-    let logits = |device: &str| -> Vec<f64> {
-        let json = petal_wgpu(
+    let photo = photo("chelsea.png");
+    let on = |device: &str| {
+        logits(&predict_one(
             d,
-            &[
-                "predict",
-                "--model",
-                "r/bundle",
-                "--json",
-                "--logits",
-                "--device",
-                device,
-                photo("chelsea.png").to_str().unwrap(),
-            ],
-        )
-        .success();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        v[0]["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
+            "r/bundle",
+            &photo,
+            &["--logits", "--device", device],
+        ))
     };
-    let (gpu, cpu) = (logits("wgpu"), logits("cpu"));
+    let (gpu, cpu) = (on("wgpu"), on("cpu"));
     assert_eq!(gpu.len(), 5);
     let worst = gpu
         .iter()
