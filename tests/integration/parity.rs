@@ -7,6 +7,7 @@ use burn::prelude::*;
 use petal_shared::Arch;
 use petal_shared::classify::top_k_indices;
 use petal_shared::import::{Head, load_torchvision};
+use petal_shared::model::FoldedResNet;
 use std::path::Path;
 
 const STAGES: [&str; 7] = [
@@ -15,6 +16,10 @@ const STAGES: [&str; 7] = [
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
 /// Imports `weights` and compares every stage with torchvision's; returns the largest logit error.
@@ -32,6 +37,9 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
     );
 
     let (shape, input) = read_npy::<f32>(&reference.file("input.npy"));
+    let folded = FoldedResNet::new(&model)
+        .unwrap()
+        .forward(&input, shape[0], shape[2], shape[3]);
     let x = Tensor::<4>::from_data(TensorData::new(input, shape.clone()), &device);
     let s = model.stages(x);
     let ours = [
@@ -48,10 +56,7 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
         let (_, want) = read_npy::<f32>(&reference.file(&format!("{arch}.{name}.npy")));
         assert_eq!(got.len(), want.len(), "{arch} {name}: element count");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = max_abs_diff(got, &want);
         println!("{arch} {name:>6}: max |Δ| {err:.2e} (max |ref| {scale:.1})");
         // f32 reassociation noise grows with depth; 2e-5 of the stage's range is still ~100×
         // below any mapping mistake (a wrong or transposed tensor moves values by O(range)).
@@ -60,6 +65,28 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
             "{arch} {name}: max |Δ| {err} vs range {scale}"
         );
         if *name == "logits" {
+            // The CPU inference network (BatchNorm folded) against torchvision and against
+            // burn's layer-by-layer computation.
+            let folded_err = max_abs_diff(&folded, &want);
+            let unfolded_err = max_abs_diff(&folded, got);
+            println!(
+                "{arch} folded: max |Δ| {folded_err:.2e} vs torchvision, {unfolded_err:.2e} vs unfolded"
+            );
+            assert!(
+                folded_err <= 1e-3,
+                "{arch} folded logits: max |Δ| {folded_err}"
+            );
+            assert!(
+                unfolded_err <= 1e-4,
+                "{arch} folded vs unfolded: {unfolded_err}"
+            );
+            for (row_folded, row_want) in folded.chunks(1000).zip(want.chunks(1000)) {
+                assert_eq!(
+                    top_k_indices(row_folded, 5),
+                    top_k_indices(row_want, 5),
+                    "{arch} folded top-5"
+                );
+            }
             logit_err = err;
             assert!(err <= 1e-3, "{arch} logits: max |Δ| {err}");
             for (row_got, row_want) in got.chunks(1000).zip(want.chunks(1000)) {

@@ -1,6 +1,6 @@
 //! `petal demo`, `train` and `score` end to end on generated photos, and their bad-input errors.
 
-use crate::util::{petal, predict_one, tempdir};
+use crate::util::{logits, petal, petal_env, predict_one, tempdir};
 
 #[test]
 fn demo_trains_scores_and_exports() {
@@ -329,6 +329,32 @@ fn staged_recipe_runs_head_finetune_and_polish_from_pretrained_weights() {
         labels,
         ["daisy", "dandelion", "rose", "sunflower", "tulip"].into()
     );
+
+    // On the CPU, inference folds BatchNorm into the convolutions; a trained-then-exported
+    // bundle gives the same logits as burn's layer-by-layer network (PETAL_NO_FOLD).
+    let folded = logits(&predict_one(dir.path(), "r/bundle", &photo, &["--logits"]));
+    let unfolded = petal_env(
+        dir.path(),
+        &[("PETAL_NO_FOLD", "1")],
+        [
+            "predict".as_ref(),
+            "--model".as_ref(),
+            "r/bundle".as_ref(),
+            "--json".as_ref(),
+            "--logits".as_ref(),
+            photo.as_os_str(),
+        ],
+    )
+    .success();
+    let unfolded: serde_json::Value = serde_json::from_str(&unfolded).unwrap();
+    let unfolded = logits(&unfolded[0]);
+    assert_eq!(folded.len(), 5);
+    for (a, b) in folded.iter().zip(&unfolded) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "{folded:?} vs {unfolded:?}"
+        );
+    }
 
     // `export`: the best epoch in half precision (about half the file, the same top class),
     // and the last checkpoint, named as such.

@@ -104,7 +104,17 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    petal_env(dir, &[], args)
+}
+
+/// Runs `petal ARGS` in `dir` with extra environment variables.
+pub fn petal_env<I, S>(dir: &Path, env: &[(&str, &str)], args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let output = Command::new(petal_bin())
+        .envs(env.iter().copied())
         .current_dir(dir)
         // The CPU backend unless a test names another: answers must not depend on whether the
         // machine running the tests has a GPU.

@@ -2,18 +2,27 @@
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
-use petal_shared::{Bundle, Preprocessor};
+use petal_shared::classify::softmax;
+use petal_shared::model::FoldedResNet;
+use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// A loaded bundle on a device, ready to classify.
 pub struct Classifier {
-    pub bundle: Bundle,
+    pub meta: BundleMeta,
     pub preprocessor: Preprocessor,
     /// Test-time augmentation: average the probabilities of each image and its mirror image.
     pub tta: bool,
-    device: Device,
+    net: Network,
+}
+
+/// The network that computes the logits.
+enum Network {
+    /// burn's module on a GPU (or any device other than the CPU).
+    Burn { model: ResNet, device: Device },
+    /// On the CPU: BatchNorm folded into the convolutions, channels-last kernels.
+    Folded(FoldedResNet),
 }
 
 /// One input's outcome: its logits, or why it could not be read. With test-time augmentation
@@ -22,45 +31,75 @@ pub struct Classifier {
 pub type Outcome = Result<Vec<f32>, String>;
 
 impl Classifier {
+    /// Loads a bundle for inference on `device`. On the CPU the network is folded for
+    /// inference ([`FoldedResNet`]) unless `PETAL_NO_FOLD` is set (a switch for comparisons).
     pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let bundle = Bundle::load(path, &device)
+        let fold = device == Device::flex() && std::env::var_os("PETAL_NO_FOLD").is_none();
+        let Bundle { meta, model } = Bundle::load(path, &device)
             .with_context(|| format!("cannot load bundle {}", path.display()))?;
-        let preprocessor = bundle.preprocessor();
+        let net = if fold {
+            // The burn module is dropped once folded: only one copy of the weights stays.
+            Network::Folded(
+                FoldedResNet::new(&model)
+                    .with_context(|| format!("cannot prepare {} for the CPU", path.display()))?,
+            )
+        } else {
+            Network::Burn { model, device }
+        };
         Ok(Self {
-            bundle,
-            preprocessor,
+            preprocessor: meta.preprocessor(),
+            meta,
             tta: false,
-            device,
+            net,
         })
     }
 
     pub fn classes(&self) -> &[String] {
-        &self.bundle.meta.classes
+        &self.meta.classes
     }
 
     /// Logits for a batch of preprocessed `[3, S, S]` tensors.
     pub fn logits(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let side = self.preprocessor.crop;
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
-        let x = Tensor::<4>::from_data(
-            TensorData::new(flat, [inputs.len(), 3, side, side]),
-            &self.device,
-        );
-        let model = &self.bundle.model;
-        let out = if self.tta {
-            // x: [N, 3, H, W]; flipping dimension 3 mirrors every image left to right.
-            let probs =
-                softmax(model.forward(x.clone()), 1) + softmax(model.forward(x.flip([3])), 1);
-            probs.div_scalar(2.0).log()
-        } else {
-            model.forward(x)
+        let classes = self.meta.classes.len();
+        let rows = |values: Vec<f32>| -> Vec<Vec<f32>> {
+            values.chunks(classes).map(<[f32]>::to_vec).collect()
         };
-        let classes = out.dims()[1];
-        let values = out
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("cannot read logits back: {e:?}"))?;
-        Ok(values.chunks(classes).map(<[f32]>::to_vec).collect())
+        let plain = self.forward(flat.clone(), inputs.len(), side)?;
+        if !self.tta {
+            return Ok(rows(plain));
+        }
+        // Each image's mirror: reverse every row of every channel plane.
+        let mut mirrored = flat;
+        mirrored.chunks_mut(side).for_each(<[f32]>::reverse);
+        let mirrored = self.forward(mirrored, inputs.len(), side)?;
+        Ok(plain
+            .chunks(classes)
+            .zip(mirrored.chunks(classes))
+            .map(|(a, b)| {
+                softmax(a)
+                    .iter()
+                    .zip(softmax(b))
+                    .map(|(p, q)| ((f64::from(*p) + f64::from(q)) / 2.0).ln() as f32)
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// `[n, 3, side, side]` images → `[n, classes]` logits, row-major.
+    fn forward(&self, images: Vec<f32>, n: usize, side: usize) -> Result<Vec<f32>> {
+        match &self.net {
+            Network::Folded(net) => Ok(net.forward(&images, n, side, side)),
+            Network::Burn { model, device } => {
+                let x = Tensor::<4>::from_data(TensorData::new(images, [n, 3, side, side]), device);
+                model
+                    .forward(x)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("cannot read logits back: {e:?}"))
+            }
+        }
     }
 
     /// Logits for every file, `batch_size` at a time; unreadable files give an error message
@@ -71,35 +110,48 @@ impl Classifier {
         batch_size: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<Outcome>> {
-        let mut outcomes = Vec::with_capacity(files.len());
-        for chunk in files.chunks(batch_size.max(1)) {
-            let decoded: Vec<Result<Vec<f32>, String>> = chunk
-                .par_iter()
-                .map(|path| {
-                    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-                    self.preprocessor
-                        .tensor_from_bytes(&bytes)
-                        .map_err(|e| e.to_string())
-                })
-                .collect();
-            let ok: Vec<Vec<f32>> = decoded
-                .iter()
-                .filter_map(|d| d.as_ref().ok().cloned())
-                .collect();
-            let mut logits = if ok.is_empty() {
-                Vec::new()
-            } else {
-                self.logits(&ok)?
+        let preprocessor = &self.preprocessor;
+        let decode = |path: &PathBuf| -> Result<Vec<f32>, String> {
+            let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+            preprocessor
+                .tensor_from_bytes(&bytes)
+                .map_err(|e| e.to_string())
+        };
+        std::thread::scope(|scope| {
+            // Decoding runs one batch ahead of the network on its own thread (and rayon's
+            // pool), so the cores the forward pass leaves idle prepare the next photos.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Vec<f32>, String>>>(1);
+            scope.spawn(move || {
+                for chunk in files.chunks(batch_size.max(1)) {
+                    let decoded = chunk.par_iter().map(decode).collect();
+                    if tx.send(decoded).is_err() {
+                        break; // the network side stopped on an error
+                    }
+                }
+            });
+            let mut outcomes = Vec::with_capacity(files.len());
+            for decoded in rx {
+                let count = decoded.len();
+                let mut inputs = Vec::with_capacity(count);
+                let errors: Vec<Option<String>> = decoded
+                    .into_iter()
+                    .map(|d| d.map(|t| inputs.push(t)).err())
+                    .collect();
+                let mut logits = if inputs.is_empty() {
+                    Vec::new()
+                } else {
+                    self.logits(&inputs)?
+                }
+                .into_iter();
+                for error in errors {
+                    outcomes.push(match error {
+                        None => Ok(logits.next().expect("one logits row per decoded image")),
+                        Some(e) => Err(e),
+                    });
+                }
+                progress(count);
             }
-            .into_iter();
-            for d in decoded {
-                outcomes.push(match d {
-                    Ok(_) => Ok(logits.next().expect("one logits row per decoded image")),
-                    Err(e) => Err(e),
-                });
-            }
-            progress(chunk.len());
-        }
-        Ok(outcomes)
+            Ok(outcomes)
+        })
     }
 }

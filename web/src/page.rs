@@ -3,7 +3,8 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use petal_shared::classify::{softmax, top_k};
-use petal_shared::{Bundle, BundleMeta, Preprocessor};
+use petal_shared::model::FoldedResNet;
+use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -79,10 +80,18 @@ struct Outcome {
 }
 
 struct Inner {
-    bundle: Bundle,
-    device: Device,
+    meta: BundleMeta,
+    net: Network,
     backend: &'static str,
     preprocessor: Preprocessor,
+}
+
+/// What computes the logits: burn's module on WebGPU, or on the CPU the network folded for
+/// inference (BatchNorm folded into the convolutions, channels-last kernels) — the same code
+/// path as `petal predict --device cpu`.
+enum Network {
+    Gpu { model: ResNet, device: Device },
+    Cpu(FoldedResNet),
 }
 
 /// A loaded bundle on the chosen backend.
@@ -118,13 +127,18 @@ impl Classifier {
         if let Some(why) = why_cpu {
             web_sys::console::info_1(&format!("petal: CPU backend ({why})").into());
         }
-        let bundle = Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
-        let preprocessor = bundle.preprocessor();
+        let Bundle { meta, model } =
+            Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
+        let net = if backend == "cpu" {
+            Network::Cpu(FoldedResNet::new(&model).map_err(js_err)?)
+        } else {
+            Network::Gpu { model, device }
+        };
         let inner = Inner {
-            bundle,
-            device,
+            preprocessor: meta.preprocessor(),
+            meta,
+            net,
             backend,
-            preprocessor,
         };
         // One warm-up pass: compiles the shaders now rather than on the first photo, and
         // proves the network runs on this backend before the page says "ready".
@@ -144,7 +158,7 @@ impl Classifier {
     /// The bundle's metadata summary (arch, classes, sizes) as JSON.
     #[wasm_bindgen(getter)]
     pub fn meta(&self) -> String {
-        meta_summary(&self.inner.bundle.meta)
+        meta_summary(&self.inner.meta)
     }
 
     /// Classifies one encoded image; resolves to a JSON string
@@ -167,11 +181,19 @@ impl Classifier {
 
 async fn logits_for(inner: &Inner, tensor: Vec<f32>) -> Result<Vec<f32>, JsError> {
     let side = inner.preprocessor.crop;
-    let input = Tensor::<4>::from_data(TensorData::new(tensor, [1, 3, side, side]), &inner.device);
-    let logits = inner.bundle.model.forward(input);
-    let data = logits.into_data_async().await.map_err(js_err)?;
-    data.try_into_vec::<f32>()
-        .map_err(|e| js_err(format!("{e:?}")))
+    match &inner.net {
+        Network::Cpu(net) => Ok(net.forward(&tensor, 1, side, side)),
+        Network::Gpu { model, device } => {
+            let input = Tensor::<4>::from_data(TensorData::new(tensor, [1, 3, side, side]), device);
+            let data = model
+                .forward(input)
+                .into_data_async()
+                .await
+                .map_err(js_err)?;
+            data.try_into_vec::<f32>()
+                .map_err(|e| js_err(format!("{e:?}")))
+        }
+    }
 }
 
 async fn warm_up(inner: &Inner) -> Result<(), JsError> {
@@ -189,7 +211,7 @@ async fn classify(inner: &Inner, bytes: &[u8], k: usize) -> Result<Outcome, JsEr
     let t1 = now_ms();
     let logits = logits_for(inner, tensor).await?;
     let t2 = now_ms();
-    let classes = &inner.bundle.meta.classes;
+    let classes = &inner.meta.classes;
     Ok(Outcome {
         top: top_k(&logits, classes, k.max(1)),
         probs: softmax(&logits),

@@ -5,8 +5,10 @@
 
 mod arch;
 mod block;
+mod folded;
 mod resnet;
 
 pub use arch::{Arch, BlockKind, ParseArchError};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
+pub use folded::{FoldError, FoldedResNet};
 pub use resnet::{ResNet, ResNetConfig, Stages};

@@ -1,0 +1,184 @@
+//! A ResNet compiled for CPU inference: every BatchNorm folded into the convolution before it,
+//! activations kept channels-last from the stem to the head, weights packed once, and bias,
+//! residual add and ReLU applied in the convolution's output pass (see `petal-kernels`).
+//!
+//! Only for inference: training keeps [`ResNet`], whose BatchNorm layers learn and whose
+//! running statistics move. Folding is exact up to float rounding:
+//! `bn(conv(x)) = γ·(W∗x − μ)/√(σ²+ε) + β = (s·W)∗x + (β − s·μ)` with `s = γ/√(σ²+ε)` per
+//! output channel.
+
+use super::{Block, ResNet};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::prelude::*;
+use petal_kernels::{Linear, Nhwc, global_avg_pool, max_pool};
+
+/// Images pushed through the network together. A few are enough to fill every core's GEMMs;
+/// more would only grow the activations held in memory (ResNet-50: ~16 MB per image).
+const IMAGES_PER_PASS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error("cannot read {what} for CPU inference: {message}")]
+    Read { what: &'static str, message: String },
+    #[error("unsupported convolution for CPU inference: {0}")]
+    Unsupported(String),
+}
+
+/// One residual block after folding: its convolutions in order (each but the last followed
+/// by ReLU; the last one adds the shortcut, then ReLU) and the projection shortcut, if any.
+#[derive(Debug, Clone)]
+struct FoldedBlock {
+    convs: Vec<petal_kernels::Conv2d>,
+    downsample: Option<petal_kernels::Conv2d>,
+}
+
+/// [`ResNet`]'s inference computation on the CPU, BatchNorm folded away.
+#[derive(Debug, Clone)]
+pub struct FoldedResNet {
+    stem: petal_kernels::Conv2d,
+    blocks: Vec<FoldedBlock>,
+    fc: Linear,
+}
+
+impl FoldedResNet {
+    /// Folds `model` (in inference mode: its BatchNorm running statistics are used). The
+    /// weights are copied; `model` can be dropped afterwards.
+    pub fn new(model: &ResNet) -> Result<Self, FoldError> {
+        let stem = fold(&model.conv1, &model.bn1)?;
+        let blocks = [&model.layer1, &model.layer2, &model.layer3, &model.layer4]
+            .into_iter()
+            .flatten()
+            .map(fold_block)
+            .collect::<Result<_, _>>()?;
+        let [d_in, d_out] = model.fc.weight.shape().dims::<2>();
+        let weight = read(model.fc.weight.val(), "the head's weights")?;
+        let bias = match &model.fc.bias {
+            Some(b) => Some(read(b.val(), "the head's bias")?),
+            None => None,
+        };
+        Ok(Self {
+            stem,
+            blocks,
+            fc: Linear::new(weight, bias, d_in, d_out),
+        })
+    }
+
+    /// Number of classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        self.fc.d_out()
+    }
+
+    /// Classification logits, as [`ResNet::forward`] computes them.
+    ///
+    /// - `images`: `n` normalised images, `[n, 3, h, w]` (NCHW, what preprocessing produces)
+    /// - returns: `[n, num_classes]`, row-major
+    ///
+    /// # Panics
+    /// If `images.len()` is not `n · 3 · h · w`.
+    pub fn forward(&self, images: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let per_image = 3 * h * w;
+        assert_eq!(images.len(), n * per_image, "images for [{n}, 3, {h}, {w}]");
+        let mut logits = Vec::with_capacity(n * self.num_classes());
+        for chunk in images.chunks(IMAGES_PER_PASS * per_image) {
+            let x = Nhwc::from_nchw(chunk, chunk.len() / per_image, 3, h, w);
+            logits.extend(self.fc.forward(&self.features(x)));
+        }
+        logits
+    }
+
+    /// Pooled features before the head: `[n, h, w, 3]` → `[n, feature_dim]`.
+    fn features(&self, x: Nhwc) -> Vec<f32> {
+        let x = self.stem.forward(&x, None, true);
+        let mut x = max_pool(&x, 3, 2, 1);
+        for block in &self.blocks {
+            let identity = block
+                .downsample
+                .as_ref()
+                .map(|d| d.forward(&x, None, false));
+            let (last, inner) = block
+                .convs
+                .split_last()
+                .expect("a residual block has convolutions");
+            let out = inner
+                .iter()
+                .fold(None::<Nhwc>, |acc, conv| {
+                    Some(conv.forward(acc.as_ref().unwrap_or(&x), None, true))
+                })
+                .expect("a residual block has at least two convolutions");
+            x = last.forward(&out, Some(identity.as_ref().unwrap_or(&x)), true);
+        }
+        global_avg_pool(&x)
+    }
+}
+
+fn fold_block(block: &Block) -> Result<FoldedBlock, FoldError> {
+    let (pairs, downsample) = match block {
+        Block::Basic(b) => (vec![(&b.conv1, &b.bn1), (&b.conv2, &b.bn2)], &b.downsample),
+        Block::Bottleneck(b) => (
+            vec![(&b.conv1, &b.bn1), (&b.conv2, &b.bn2), (&b.conv3, &b.bn3)],
+            &b.downsample,
+        ),
+    };
+    Ok(FoldedBlock {
+        convs: pairs
+            .into_iter()
+            .map(|(c, bn)| fold(c, bn))
+            .collect::<Result<_, _>>()?,
+        downsample: downsample
+            .as_ref()
+            .map(|d| fold(&d.conv, &d.bn))
+            .transpose()?,
+    })
+}
+
+/// `bn(conv(x))` as one convolution with a bias. The scale is computed in `f64` so that the
+/// folded weights are the exact products rounded once.
+fn fold(conv: &Conv2d, bn: &BatchNorm) -> Result<petal_kernels::Conv2d, FoldError> {
+    let shape = conv.weight.shape().dims::<4>();
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
+        PaddingConfig2d::Valid => 0,
+        ref other => return Err(FoldError::Unsupported(format!("padding {other:?}"))),
+    };
+    if conv.groups != 1 || conv.dilation != [1, 1] || conv.stride[0] != conv.stride[1] {
+        return Err(FoldError::Unsupported(format!(
+            "groups {}, dilation {:?}, stride {:?}",
+            conv.groups, conv.dilation, conv.stride
+        )));
+    }
+    let mut weight = read(conv.weight.val(), "convolution weights")?;
+    let conv_bias = match &conv.bias {
+        Some(b) => read(b.val(), "convolution bias")?,
+        None => vec![0.0; shape[0]],
+    };
+    let gamma = read(bn.gamma.val(), "BatchNorm weights")?;
+    let beta = read(bn.beta.val(), "BatchNorm bias")?;
+    let mean = read(bn.running_mean.value(), "BatchNorm running mean")?;
+    let var = read(bn.running_var.value(), "BatchNorm running variance")?;
+    let per_out = weight.len() / shape[0];
+    let mut bias = Vec::with_capacity(shape[0]);
+    for (co, w) in weight.chunks_exact_mut(per_out).enumerate() {
+        let s = f64::from(gamma[co]) / (f64::from(var[co]) + bn.epsilon).sqrt();
+        w.iter_mut().for_each(|v| *v = (f64::from(*v) * s) as f32);
+        bias.push(
+            (f64::from(beta[co]) + (f64::from(conv_bias[co]) - f64::from(mean[co])) * s) as f32,
+        );
+    }
+    Ok(petal_kernels::Conv2d::new(
+        &weight,
+        Some(&bias),
+        shape,
+        conv.stride[0],
+        padding,
+    ))
+}
+
+fn read<const D: usize>(t: Tensor<D>, what: &'static str) -> Result<Vec<f32>, FoldError> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| FoldError::Read {
+            what,
+            message: format!("{e:?}"),
+        })
+}
