@@ -77,6 +77,14 @@ impl Classifier {
                 .par_iter()
                 .map(|path| {
                     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+                    if self.preprocessor.allow_truncated
+                        && petal_shared::preprocess::jpeg_is_truncated(&bytes)
+                    {
+                        eprintln!(
+                            "warning: {}: image file is truncated; classifying what it holds",
+                            path.display()
+                        );
+                    }
                     self.preprocessor
                         .tensor_from_bytes(&bytes)
                         .map_err(|e| e.to_string())
