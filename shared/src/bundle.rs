@@ -154,6 +154,7 @@ impl BundleMeta {
             mean: self.mean,
             std: self.std,
             max_pixels: DEFAULT_MAX_PIXELS,
+            allow_truncated: false,
         }
     }
 

@@ -90,17 +90,30 @@ fn truncated_png_is_a_decode_error() {
 }
 
 #[test]
-fn truncated_jpeg_is_an_error_not_a_panic() {
+fn truncated_jpeg_is_refused_like_pillow_unless_allowed() {
     let photos = common::fixtures().join("photos");
     let jpeg = std::fs::read(photos.join("coffee_q90.jpg")).unwrap();
-    for cut in [2, 100, jpeg.len() / 3] {
-        // Whatever the decoder makes of a cut-off scan, it must not panic; a cut inside the
-        // headers cannot decode at all.
-        let result = decode(&jpeg[..cut]);
-        if cut <= 100 {
-            assert!(result.is_err(), "cut at {cut} decoded");
-        }
+    // From the first bytes that identify a JPEG (FF D8 FF) on.
+    for cut in [3, 100, 5000, jpeg.len() / 3, jpeg.len() - 2] {
+        // Refused by default, with Pillow's words, wherever the cut falls (even just before
+        // the end marker): the decoder would fill the missing rows with grey.
+        let err = decode(&jpeg[..cut]).unwrap_err();
+        assert!(
+            matches!(err, PreprocessError::Truncated),
+            "cut at {cut}: {err}"
+        );
+        assert_eq!(err.to_string(), "image file is truncated");
     }
+    // Opted in, a cut inside the scan decodes to the full size; one inside the headers still
+    // cannot decode, and neither panics.
+    let lenient = Preprocessor {
+        allow_truncated: true,
+        ..Preprocessor::default()
+    };
+    let whole = lenient.decode(&jpeg).unwrap();
+    let partial = lenient.decode(&jpeg[..jpeg.len() / 3]).unwrap();
+    assert_eq!(partial.dimensions(), whole.dimensions());
+    assert!(lenient.decode(&jpeg[..100]).is_err());
 }
 
 /// CRC-32 (IEEE) for hand-built PNG chunks.

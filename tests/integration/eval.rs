@@ -12,7 +12,7 @@ const CLASSES: [&str; 5] = ["daisy", "dandelion", "rose", "sunflower", "tulip"];
 
 /// A 5-class bundle: the reference ResNet-18 with a fresh head, at 64 px so that a few dozen
 /// images take well under a second. Imported once per test binary.
-fn bundle() -> &'static Path {
+pub(crate) fn bundle() -> &'static Path {
     static B: OnceLock<PathBuf> = OnceLock::new();
     B.get_or_init(|| {
         let dir = tempdir().keep();

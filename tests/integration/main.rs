@@ -6,6 +6,7 @@ mod eval;
 mod import_errors;
 mod parity;
 mod reference;
+mod robust;
 mod train;
 mod util;
 #[cfg(feature = "wgpu")]

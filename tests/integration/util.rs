@@ -55,9 +55,11 @@ pub fn read_npy<T: npyz::Deserialize>(path: &Path) -> (Vec<usize>, Vec<T>) {
     (shape, file.into_vec().unwrap())
 }
 
-/// The `petal` binary cargo built for these tests.
-pub fn petal_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_petal")
+/// The `petal` binary cargo built for these tests, unless `PETAL_BIN` names another: with a
+/// target folder shared between checkouts, `target/debug/petal` is whichever checkout built
+/// last, while `target/debug/deps/petal-HASH` stays this checkout's.
+pub fn petal_bin() -> std::ffi::OsString {
+    std::env::var_os("PETAL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_petal").into())
 }
 
 /// A finished `petal` run.

@@ -62,6 +62,7 @@ impl DeviceArg {
 #[cfg(feature = "wgpu")]
 fn wgpu_backend(allow_software: bool) -> Result<Backend> {
     use burn::backend::wgpu::wgpu;
+    quiet_headless_vulkan_probe();
     // Vulkan, Metal and DX12 only: probing OpenGL through EGL prints errors at exit on headless
     // machines, and burn's runtime does not use it.
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -89,4 +90,31 @@ fn wgpu_backend(allow_software: bool) -> Result<Backend> {
             info.name, info.backend, info.device_type, info.driver, info.driver_info
         ),
     })
+}
+
+/// On a machine without a display session, Mesa's implicit Vulkan layer
+/// `VK_LAYER_MESA_device_select` asks Wayland for the display's GPU whenever an application
+/// enables the Wayland surface extension (wgpu enables every surface extension it finds), and
+/// libwayland prints `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` on
+/// stderr, once per instance. Without a display the layer has nothing to choose by, and wgpu
+/// picks the adapter itself, so we switch the layer off through the variable its manifest names
+/// (`NODEVICE_SELECT=1`), only in that case and only if the user has not configured the layer.
+#[cfg(feature = "wgpu")]
+fn quiet_headless_vulkan_probe() {
+    let runtime_dir_ok = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| {
+        std::path::Path::new(&d).is_absolute() && std::path::Path::new(&d).is_dir()
+    });
+    let configured = [
+        "NODEVICE_SELECT",
+        "MESA_VK_DEVICE_SELECT",
+        "WAYLAND_DISPLAY",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if !runtime_dir_ok && !configured {
+        // SAFETY: this runs while a command resolves its device, before it starts any thread
+        // of its own (decoding, training, progress bars), and no library thread started
+        // earlier reads the environment, so nothing reads it concurrently with this write.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
 }

@@ -113,6 +113,13 @@ impl Classifier {
         let preprocessor = &self.preprocessor;
         let decode = |path: &PathBuf| -> Result<Vec<f32>, String> {
             let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+            if preprocessor.allow_truncated && petal_shared::preprocess::jpeg_is_truncated(&bytes)
+            {
+                eprintln!(
+                    "warning: {}: image file is truncated; classifying what it holds",
+                    path.display()
+                );
+            }
             preprocessor
                 .tensor_from_bytes(&bytes)
                 .map_err(|e| e.to_string())

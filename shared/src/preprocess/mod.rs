@@ -8,8 +8,8 @@
 mod decode;
 mod resample;
 
-pub use decode::{DEFAULT_MAX_PIXELS, decode_rgb8};
-pub use resample::resize_bilinear;
+pub use decode::{DEFAULT_MAX_PIXELS, decode_rgb8, jpeg_is_truncated};
+pub use resample::{Window, resize_bilinear, resize_bilinear_window};
 
 use crate::imagenet;
 use image::RgbImage;
@@ -22,6 +22,11 @@ pub enum PreprocessError {
     Empty,
     #[error("not a supported image (expected JPEG, PNG, WebP, GIF or BMP)")]
     UnknownFormat,
+    #[error("{0} images are not supported (expected JPEG, PNG, WebP, GIF or BMP)")]
+    UnsupportedFormat(String),
+    /// Pillow's words for a file that ends before the image does.
+    #[error("image file is truncated")]
+    Truncated,
     #[error("image of {width}x{height} pixels exceeds the limit of {limit} pixels")]
     TooLarge { width: u32, height: u32, limit: u64 },
     #[error("cannot decode {format} image: {source}")]
@@ -45,6 +50,9 @@ pub struct Preprocessor {
     pub std: [f32; 3],
     /// Decoded images with more pixels are rejected before their pixels are allocated.
     pub max_pixels: u64,
+    /// Accept a JPEG cut off before its end (its missing part decodes as grey) instead of
+    /// refusing it with [`PreprocessError::Truncated`].
+    pub allow_truncated: bool,
 }
 
 impl Default for Preprocessor {
@@ -56,6 +64,7 @@ impl Default for Preprocessor {
             mean: imagenet::MEAN,
             std: imagenet::STD,
             max_pixels: DEFAULT_MAX_PIXELS,
+            allow_truncated: false,
         }
     }
 }
@@ -97,14 +106,24 @@ impl Preprocessor {
 
     /// Decodes an encoded image to 8-bit RGB, within this preprocessor's pixel limit.
     pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
-        decode_rgb8(bytes, self.max_pixels)
+        decode_rgb8(bytes, self.max_pixels, self.allow_truncated)
     }
 
     /// `Resize(resize)` then `CenterCrop(crop)`: the `crop × crop` 8-bit image the network sees.
+    ///
+    /// Only the crop window of the resized image is computed (the same bytes as resizing it
+    /// all, see [`resize_bilinear_window`]): memory stays at a few crops whatever the aspect
+    /// ratio, where the full resize of a 1×65535 image would take 12.9 GB.
     pub fn resize_and_crop(&self, img: &RgbImage) -> RgbImage {
-        let (w, h) = resized_dims(img.width() as usize, img.height() as usize, self.resize);
-        let resized = resize_bilinear(img, w as u32, h as u32);
-        center_crop(&resized, self.crop)
+        let (w, h) = resized_dims(img.width(), img.height(), self.resize);
+        let crop = self.crop as u32;
+        let window = Window {
+            x: crop_offset(w, u64::from(crop)),
+            y: crop_offset(h, u64::from(crop)),
+            width: crop,
+            height: crop,
+        };
+        resize_bilinear_window(img, w, h, window)
     }
 
     /// `ToTensor` + `Normalize`: HWC `u8` → CHW `f32`, computed in `f32` in torchvision's order.
@@ -128,6 +147,13 @@ impl Preprocessor {
     }
 
     /// The full eval pipeline on encoded bytes: CHW `f32` of shape `[3, crop, crop]`.
+    ///
+    /// Peak memory, whatever the image's size or aspect ratio: the decoded image (the decoder's
+    /// own buffer, up to 8 bytes a pixel for 16-bit RGBA, plus its 8-bit RGB copy, 3 bytes a
+    /// pixel; at most [`Preprocessor::max_pixels`] pixels) plus the horizontal-pass buffer of
+    /// [`resize_bilinear_window`] (no larger than the RGB image, and `(crop + 3) × crop × 3`
+    /// bytes when the vertical pass enlarges) plus the `crop × crop` RGB crop and its `f32`
+    /// tensor (15 bytes a crop pixel).
     pub fn tensor_from_bytes(&self, bytes: &[u8]) -> Result<Vec<f32>, PreprocessError> {
         Ok(self.tensor_from_image(&self.decode(bytes)?))
     }
@@ -135,13 +161,18 @@ impl Preprocessor {
 
 /// torchvision's `Resize(size)` output for a `width × height` image: the shorter side becomes
 /// `size`, the longer `int(size * long / short)` (float division, truncated).
-pub fn resized_dims(width: usize, height: usize, size: usize) -> (usize, usize) {
+///
+/// In `u64`: the long side of an extreme aspect ratio outgrows `u32` (and `usize` on wasm32),
+/// e.g. 256 × 89 million for a 1-pixel-high strip at the pixel limit.
+pub fn resized_dims(width: u32, height: u32, size: usize) -> (u64, u64) {
     let (short, long) = if width <= height {
         (width, height)
     } else {
         (height, width)
     };
-    let new_long = ((size * long) as f64 / short as f64) as usize;
+    let size = size as u64;
+    // Python multiplies exact integers, then divides in double precision.
+    let new_long = ((size * u64::from(long)) as f64 / f64::from(short)) as u64;
     if width <= height {
         (size, new_long)
     } else {
@@ -150,24 +181,8 @@ pub fn resized_dims(width: usize, height: usize, size: usize) -> (usize, usize) 
 }
 
 /// torchvision's center-crop offset: `int(round((dim - crop) / 2.0))`, rounding half to even.
-pub fn crop_offset(dim: usize, crop: usize) -> usize {
-    ((dim - crop) as f64 / 2.0).round_ties_even() as usize
-}
-
-/// `CenterCrop(size)` of an image at least `size` pixels on each side.
-pub fn center_crop(img: &RgbImage, size: usize) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    assert!(
-        w >= size && h >= size,
-        "center_crop: {w}x{h} is smaller than {size}"
-    );
-    let (x0, y0) = (crop_offset(w, size), crop_offset(h, size));
-    let src = img.as_raw();
-    let mut out = Vec::with_capacity(size * size * 3);
-    for y in y0..y0 + size {
-        out.extend_from_slice(&src[(y * w + x0) * 3..][..size * 3]);
-    }
-    RgbImage::from_raw(size as u32, size as u32, out).expect("crop buffer has size*size*3 bytes")
+pub fn crop_offset(dim: u64, crop: u64) -> u64 {
+    ((dim - crop) as f64 / 2.0).round_ties_even() as u64
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@
 //! downscale factor (so it antialiases), coefficients normalised per output pixel and converted
 //! to fixed point with [`PRECISION_BITS`] fractional bits. The horizontal pass runs first, over
 //! only the rows the vertical pass will read, and each pass rounds and clamps back to `u8`.
+//!
+//! [`resize_bilinear_window`] computes only a window of the resized image (the center crop),
+//! so memory and time follow the crop, not the resized size.
 
 use image::RgbImage;
 
@@ -24,9 +27,16 @@ fn triangle(x: f64) -> f64 {
     if x < 1.0 { 1.0 - x } else { 0.0 }
 }
 
-/// Fixed-point filter taps for one axis: for output index `i`, the input span
-/// `start[i] .. start[i] + len[i]` weighted by `weights[i * taps ..][..len[i]]`.
+/// Fixed-point filter taps for a range of output indices on one axis: for output index
+/// `first + i`, the input span `start[i] .. start[i] + len[i]` weighted by
+/// `weights[i * taps ..][..len[i]]`.
+///
+/// Why a range: an output pixel's taps depend only on its own index (and the two sizes), never
+/// on its neighbours, so the taps of a crop window are exactly the ones Pillow computes for
+/// those indices when it resizes the whole image. Computing only the window keeps memory at the
+/// size of the crop whatever the resized size, which for a 1×60000 image would be 256×15 million.
 struct Coefficients {
+    first: u64,
     taps: usize,
     start: Vec<usize>,
     len: Vec<usize>,
@@ -34,28 +44,32 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    /// Taps that resample `in_size` input pixels to `out_size` output pixels.
-    fn new(in_size: usize, out_size: usize) -> Self {
+    /// Taps that resample `in_size` input pixels to `out_size` output pixels, for the outputs
+    /// `first .. first + count`.
+    fn new(in_size: usize, out_size: u64, first: u64, count: usize) -> Self {
         let scale = in_size as f64 / out_size as f64;
         // Upscaling interpolates between two neighbours; downscaling averages over `scale` pixels.
         let filter_scale = scale.max(1.0);
+        // Pillow multiplies by the reciprocal rather than dividing; the two can differ in the
+        // last bit, so we do as it does.
+        let inv_filter_scale = 1.0 / filter_scale;
         let support = BILINEAR_SUPPORT * filter_scale;
         let taps = support.ceil() as usize * 2 + 1;
 
-        let mut start = Vec::with_capacity(out_size);
-        let mut len = Vec::with_capacity(out_size);
-        let mut weights = vec![0i32; out_size * taps];
+        let mut start = Vec::with_capacity(count);
+        let mut len = Vec::with_capacity(count);
+        let mut weights = vec![0i32; count * taps];
         let mut float_taps = vec![0f64; taps];
-        for i in 0..out_size {
-            let center = (i as f64 + 0.5) * scale;
+        for i in 0..count {
+            let center = ((first + i as u64) as f64 + 0.5) * scale;
             // `as usize` truncates toward zero and saturates negatives at 0, like Pillow's
             // `(int)` cast followed by its clamp to 0.
-            let lo = (center - support + 0.5).max(0.0) as usize;
+            let lo = ((center - support + 0.5).max(0.0) as usize).min(in_size);
             let hi = ((center + support + 0.5) as usize).min(in_size);
-            let n = hi - lo;
+            let n = hi.saturating_sub(lo).min(taps);
             let mut total = 0.0;
             for (k, w) in float_taps[..n].iter_mut().enumerate() {
-                *w = triangle((k as f64 + lo as f64 - center + 0.5) / filter_scale);
+                *w = triangle((k as f64 + lo as f64 - center + 0.5) * inv_filter_scale);
                 total += *w;
             }
             for (k, w) in float_taps[..n].iter().enumerate() {
@@ -72,6 +86,7 @@ impl Coefficients {
             len.push(n);
         }
         Self {
+            first,
             taps,
             start,
             len,
@@ -79,9 +94,19 @@ impl Coefficients {
         }
     }
 
+    /// First input index and weights of output index `first + i`.
     fn taps_for(&self, i: usize) -> (usize, &[i32]) {
         let w = &self.weights[i * self.taps..][..self.len[i]];
         (self.start[i], w)
+    }
+
+    /// The input span all the outputs of this range read: both ends of a tap span grow with
+    /// the output index, so the first and last outputs bound it.
+    fn span(&self) -> (usize, usize) {
+        match self.start.len() {
+            0 => (0, 0),
+            n => (self.start[0], self.start[n - 1] + self.len[n - 1]),
+        }
     }
 }
 
@@ -94,28 +119,72 @@ fn clip8(acc: i32) -> u8 {
 /// The rounding offset every accumulator starts from.
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
+/// A rectangle of a resized image: columns `x .. x + width`, rows `y .. y + height`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub x: u64,
+    pub y: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Resizes `src` to `width × height` exactly as Pillow's `Image.resize(.., BILINEAR)` does.
 pub fn resize_bilinear(src: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (in_w, in_h) = (src.width() as usize, src.height() as usize);
-    let (out_w, out_h) = (width as usize, height as usize);
-    if (in_w, in_h) == (out_w, out_h) {
-        return src.clone();
-    }
-    let horizontal = (in_w != out_w).then(|| Coefficients::new(in_w, out_w));
-    let vertical = (in_h != out_h).then(|| Coefficients::new(in_h, out_h));
-
-    // Rows the vertical pass reads; the horizontal pass skips the others.
-    let (row_lo, row_hi) = match &vertical {
-        Some(v) => (v.start[0], v.start[out_h - 1] + v.len[out_h - 1]),
-        None => (0, in_h),
+    let window = Window {
+        x: 0,
+        y: 0,
+        width,
+        height,
     };
+    resize_bilinear_window(src, u64::from(width), u64::from(height), window)
+}
+
+/// The `window` of `src` resized to `out_width × out_height` with Pillow's `BILINEAR`: the
+/// same bytes as `resize_bilinear(src, out_width, out_height)` cropped to `window`, without
+/// ever holding the whole resized image. Memory: the window, plus one horizontal-pass buffer of
+/// `window.width` columns by the source rows the window's vertical taps read (at most the
+/// source height, and about `window.height + 3` rows when the vertical pass enlarges).
+///
+/// # Panics
+/// If `window` does not lie inside `out_width × out_height`.
+pub fn resize_bilinear_window(
+    src: &RgbImage,
+    out_width: u64,
+    out_height: u64,
+    window: Window,
+) -> RgbImage {
+    assert!(
+        window.x + u64::from(window.width) <= out_width
+            && window.y + u64::from(window.height) <= out_height,
+        "resize window {window:?} outside {out_width}x{out_height}"
+    );
+    let (in_w, in_h) = (src.width() as usize, src.height() as usize);
+    let (win_w, win_h) = (window.width as usize, window.height as usize);
+    if win_w == 0 || win_h == 0 {
+        return RgbImage::new(window.width, window.height);
+    }
+    // Pillow skips a pass whose size does not change; an unchanged axis maps output index i to
+    // input index i, so the window's offset on that axis fits in `usize`.
+    let horizontal =
+        (in_w as u64 != out_width).then(|| Coefficients::new(in_w, out_width, window.x, win_w));
+    let vertical =
+        (in_h as u64 != out_height).then(|| Coefficients::new(in_h, out_height, window.y, win_h));
+
+    // Source rows the vertical pass reads for the window's rows: the horizontal pass runs on
+    // exactly these, as Pillow runs it on the rows its whole vertical pass reads. Not only the
+    // window's own rows: a row's vertical taps reach up to `support` rows beyond it.
+    let (row_lo, row_hi) = match &vertical {
+        Some(v) => v.span(),
+        None => (window.y as usize, window.y as usize + win_h),
+    };
+    let row_len = win_w * 3;
 
     let src_raw = src.as_raw();
-    let stage: std::borrow::Cow<'_, [u8]> = match &horizontal {
-        Some(h) => {
-            let mut buf = vec![0u8; (row_hi - row_lo) * out_w * 3];
-            for (y, out_row) in buf.chunks_exact_mut(out_w * 3).enumerate() {
-                let in_row = &src_raw[(row_lo + y) * in_w * 3..][..in_w * 3];
+    let mut stage = vec![0u8; (row_hi - row_lo) * row_len];
+    for (y, out_row) in stage.chunks_exact_mut(row_len).enumerate() {
+        let in_row = &src_raw[(row_lo + y) * in_w * 3..][..in_w * 3];
+        match &horizontal {
+            Some(h) => {
                 for (x, out_px) in out_row.chunks_exact_mut(3).enumerate() {
                     let (lo, w) = h.taps_for(x);
                     let mut acc = [HALF; 3];
@@ -130,15 +199,14 @@ pub fn resize_bilinear(src: &RgbImage, width: u32, height: u32) -> RgbImage {
                     out_px[2] = clip8(acc[2]);
                 }
             }
-            buf.into()
+            None => out_row.copy_from_slice(&in_row[window.x as usize * 3..][..row_len]),
         }
-        None => src_raw[row_lo * in_w * 3..row_hi * in_w * 3].into(),
-    };
+    }
 
     let out = match &vertical {
         Some(v) => {
-            let row_len = out_w * 3;
-            let mut buf = vec![0u8; out_h * row_len];
+            debug_assert_eq!(v.first, window.y);
+            let mut buf = vec![0u8; win_h * row_len];
             let mut acc = vec![0i32; row_len];
             for (y, out_row) in buf.chunks_exact_mut(row_len).enumerate() {
                 let (lo, w) = v.taps_for(y);
@@ -157,9 +225,9 @@ pub fn resize_bilinear(src: &RgbImage, width: u32, height: u32) -> RgbImage {
             }
             buf
         }
-        None => stage.into_owned(),
+        None => stage,
     };
-    RgbImage::from_raw(width, height, out).expect("buffer size matches the requested dimensions")
+    RgbImage::from_raw(window.width, window.height, out).expect("buffer size matches the window")
 }
 
 #[cfg(test)]
@@ -169,7 +237,7 @@ mod tests {
     #[test]
     fn taps_sum_to_one_in_fixed_point() {
         for (i, o) in [(640, 256), (256, 640), (333, 224), (5, 3)] {
-            let c = Coefficients::new(i, o);
+            let c = Coefficients::new(i, o as u64, 0, o);
             for x in 0..o {
                 let sum: i64 = c.taps_for(x).1.iter().map(|&w| i64::from(w)).sum();
                 assert!(
@@ -177,6 +245,82 @@ mod tests {
                     "{i}->{o} @ {x}"
                 );
             }
+        }
+    }
+
+    /// A deterministic, busy test image (no two neighbours alike, every channel different).
+    fn busy(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = x
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(y.wrapping_mul(40_503));
+            image::Rgb([(v >> 7) as u8, (v >> 13) as u8, (x * 7 + y * 3) as u8])
+        })
+    }
+
+    fn crop(img: &RgbImage, w: Window) -> RgbImage {
+        image::imageops::crop_imm(img, w.x as u32, w.y as u32, w.width, w.height).to_image()
+    }
+
+    #[test]
+    fn window_equals_the_same_part_of_the_full_resize() {
+        // Down and up on each axis, unchanged axes, thin images, windows touching the edges.
+        let cases = [
+            ((97, 61), (40, 25)),
+            ((40, 25), (97, 61)),
+            ((97, 61), (97, 30)),
+            ((97, 61), (30, 61)),
+            ((1, 300), (16, 4800)),
+            ((300, 1), (4800, 16)),
+            ((1, 1), (9, 9)),
+            ((513, 389), (256, 193)),
+        ];
+        for ((iw, ih), (ow, oh)) in cases {
+            let src = busy(iw, ih);
+            let full = resize_bilinear(&src, ow, oh);
+            for (x, y, w, h) in [
+                (0, 0, ow, oh),
+                (0, 0, 1, 1),
+                (ow - 1, oh - 1, 1, 1),
+                (ow / 3, oh / 4, ow / 2 + 1, oh / 2),
+                (0, oh / 2, ow, 1),
+                (ow / 2, 0, 1, oh),
+            ] {
+                let win = Window {
+                    x: u64::from(x),
+                    y: u64::from(y),
+                    width: w,
+                    height: h,
+                };
+                let part = resize_bilinear_window(&src, u64::from(ow), u64::from(oh), win);
+                assert!(
+                    part == crop(&full, win),
+                    "{iw}x{ih} -> {ow}x{oh}, window {win:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn window_of_a_huge_resize_allocates_only_the_window() {
+        // 1x60000 resized to 256x15360000 would be 11.8 GB; its center 224x224 is 150 KB, and
+        // every row of it is the same column (a 1-pixel-wide source has nothing to blend across).
+        let src = busy(1, 60_000);
+        let win = Window {
+            x: 16,
+            y: 7_679_888,
+            width: 224,
+            height: 224,
+        };
+        let out = resize_bilinear_window(&src, 256, 15_360_000, win);
+        assert_eq!(out.dimensions(), (224, 224));
+        for y in 0..224 {
+            assert!(
+                out.rows()
+                    .nth(y as usize)
+                    .unwrap()
+                    .all(|p| p == out.get_pixel(0, y))
+            );
         }
     }
 

@@ -85,6 +85,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         columns: "file,label".into(),
         probs: false,
         tta: false,
+        allow_truncated: false,
         batch_size: 16,
         device: DeviceArg::Cpu,
     };

@@ -36,6 +36,10 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Classify JPEGs cut off before their end (the missing part reads as grey) instead of
+    /// refusing them with "image file is truncated"; each such file gets a warning.
+    #[arg(long)]
+    pub allow_truncated: bool,
     /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
     #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
     pub device: DeviceArg,
@@ -137,7 +141,8 @@ pub fn evaluate(args: &Args) -> Result<Report> {
     // The folder first: listing is cheap and its errors (missing, empty class) are the
     // commonest mistake; loading a ResNet-101 takes seconds.
     let listed = ImageFolder::open(&args.data)?;
-    let classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
+    let mut classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
+    classifier.preprocessor.allow_truncated = args.allow_truncated;
     let classes = classifier.classes().to_vec();
     check_classes(&classes, &listed.classes, &args.data)?;
     // Labels index the bundle's class order, which is what the network's outputs follow.

@@ -30,6 +30,10 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Classify JPEGs cut off before their end (the missing part reads as grey) instead of
+    /// refusing them with "image file is truncated"; each such file gets a warning.
+    #[arg(long)]
+    allow_truncated: bool,
     /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
     #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
     device: DeviceArg,
@@ -53,7 +57,8 @@ struct Label<'a> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
+    let mut classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
+    classifier.preprocessor.allow_truncated = args.allow_truncated;
     let outcomes = classifier.classify_files(&args.images, args.batch_size, |_| {})?;
     let k = args.top_k.max(1);
     let preds: Vec<Option<Vec<Prediction>>> = outcomes

@@ -30,6 +30,10 @@ pub struct Args {
     pub tta: bool,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Classify JPEGs cut off before their end (the missing part reads as grey) instead of
+    /// refusing them with "image file is truncated"; each such file gets a warning.
+    #[arg(long)]
+    pub allow_truncated: bool,
     /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
     #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
     pub device: DeviceArg,
@@ -51,6 +55,7 @@ pub fn score(args: &Args) -> Result<ScoreReport> {
     };
     let mut classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
     classifier.tta = args.tta;
+    classifier.preprocessor.allow_truncated = args.allow_truncated;
     let files = list_images(&args.images)?;
     if files.is_empty() {
         bail!("no images under {}", args.images.display());

@@ -1,6 +1,11 @@
 //! Training augmentation with torchvision's semantics: `RandomRotation(30)` (nearest, fill 0,
 //! same size) → `RandomResizedCrop(S, scale=(0.08, 1), ratio=(3/4, 4/3))` (Pillow bilinear) →
 //! `RandomHorizontalFlip()` → `ToTensor` + `Normalize`.
+//!
+//! Memory stays bounded whatever the image: the crop box is drawn first (it depends only on the
+//! image's size, which rotation keeps), only that box of the rotated image is made, and it is
+//! resized straight to `size × size`. Peak beyond the decoded image: the box (at most the
+//! image's size) and the `size × size` output.
 
 use image::RgbImage;
 use petal_shared::Preprocessor;
@@ -30,11 +35,11 @@ impl Augment {
 
     /// Augmented, normalised CHW tensor of one decoded image.
     pub fn apply(&self, img: &RgbImage, pre: &Preprocessor, rng: &mut impl RngExt) -> Vec<f32> {
+        // Drawn in torchvision's order (angle, then box), so a seed gives the same batches.
         let angle = rng.random_range(-self.rotation_degrees..=self.rotation_degrees);
-        let img = rotate(img, angle);
         let (x, y, w, h) =
             random_resized_crop_box(img.width(), img.height(), self.scale, self.ratio, rng);
-        let crop = image::imageops::crop_imm(&img, x, y, w, h).to_image();
+        let crop = rotate_region(img, angle, x, y, w, h);
         let mut out = resize_bilinear(&crop, self.size, self.size);
         if rng.random_bool(self.flip_probability) {
             image::imageops::flip_horizontal_in_place(&mut out);
@@ -46,12 +51,25 @@ impl Augment {
 /// Rotates counter-clockwise by `degrees` about the centre, like PIL's `rotate` with NEAREST
 /// and fill 0: output pixel centres are mapped back into the source.
 pub fn rotate(img: &RgbImage, degrees: f32) -> RgbImage {
+    rotate_region(img, degrees, 0, 0, img.width(), img.height())
+}
+
+/// The `width × height` box at `(x0, y0)` of [`rotate`]'s output, computing only that box:
+/// each output pixel depends only on its own coordinates.
+pub fn rotate_region(
+    img: &RgbImage,
+    degrees: f32,
+    x0: u32,
+    y0: u32,
+    width: u32,
+    height: u32,
+) -> RgbImage {
     let (w, h) = (img.width(), img.height());
     let (sin, cos) = f64::from(degrees).to_radians().sin_cos();
     let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
-    RgbImage::from_fn(w, h, |x, y| {
-        let dx = f64::from(x) + 0.5 - cx;
-        let dy = f64::from(y) + 0.5 - cy;
+    RgbImage::from_fn(width, height, |x, y| {
+        let dx = f64::from(x0 + x) + 0.5 - cx;
+        let dy = f64::from(y0 + y) + 0.5 - cy;
         let sx = (cos * dx - sin * dy + cx).floor();
         let sy = (sin * dx + cos * dy + cy).floor();
         if sx >= 0.0 && sy >= 0.0 && sx < f64::from(w) && sy < f64::from(h) {
@@ -122,6 +140,39 @@ mod tests {
             }
         }
         assert_eq!(rotate(&img, 0.0), img);
+    }
+
+    #[test]
+    fn rotated_region_is_that_part_of_the_rotated_image() {
+        let img = RgbImage::from_fn(37, 23, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]));
+        for angle in [-30.0, -7.5, 0.0, 12.25, 30.0] {
+            let full = rotate(&img, angle);
+            for (x, y, w, h) in [
+                (0, 0, 37, 23),
+                (5, 3, 10, 17),
+                (36, 22, 1, 1),
+                (0, 11, 37, 1),
+            ] {
+                let part = image::imageops::crop_imm(&full, x, y, w, h).to_image();
+                assert_eq!(
+                    rotate_region(&img, angle, x, y, w, h),
+                    part,
+                    "{angle} {x},{y}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_augment_without_blowing_up() {
+        // A 1-pixel strip's box is tiny; the output is always size × size.
+        let pre = Preprocessor::new(40, 32).unwrap();
+        let aug = Augment::recipe(32);
+        let mut rng = StdRng::seed_from_u64(9);
+        for (w, h) in [(1, 60_000), (60_000, 1), (1, 1)] {
+            let img = numbered(w, h);
+            assert_eq!(aug.apply(&img, &pre, &mut rng).len(), 3 * 32 * 32);
+        }
     }
 
     #[test]

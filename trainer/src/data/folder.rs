@@ -4,8 +4,10 @@
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-/// File extensions `petal` reads (lower case).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "gif", "bmp"];
+/// File extensions `petal` looks at (lower case). TIFF is not decoded, but torchvision's
+/// ImageFolder lists `.tif`/`.tiff`, so such files are listed too and reported as unsupported
+/// by name rather than silently left out of a score or an evaluation.
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
 pub fn is_image(path: &Path) -> bool {
     path.extension()

@@ -1,0 +1,747 @@
+//! No input may take a command down: extreme aspect ratios preprocess in bounded memory and
+//! match Pillow / torchvision, a corpus of hostile files generated here goes through `predict`,
+//! `score`, `eval` and the training data loader with every file either classified or reported
+//! on one line naming it, a JPEG cut off mid-stream is refused like Pillow refuses it, and a
+//! clean run on a machine without a display prints nothing on stderr.
+
+use crate::eval::bundle;
+use crate::util::{fixtures, petal_bin, photo, python, read_npy, tempdir};
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+use petal_shared::Preprocessor;
+use petal_trainer::data::Sample;
+use petal_trainer::data::augment::Augment;
+use petal_trainer::train::batches::{Augmented, load_batch};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest any one command of these tests may take before it counts as a hang.
+const HANG: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to completion, killing it (and failing the test) after [`HANG`].
+fn run_bounded(mut cmd: Command) -> Output {
+    let dir = tempdir();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("cannot start the command");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > HANG {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{cmd:?} still running after {HANG:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    }
+}
+
+/// `petal ARGS` in `dir` on the CPU backend, bounded in time; panics are always a failure.
+fn petal(dir: &Path, args: &[&std::ffi::OsStr]) -> (Output, String) {
+    let mut cmd = Command::new(petal_bin());
+    cmd.current_dir(dir).env("PETAL_DEVICE", "cpu").args(args);
+    let out = run_bounded(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("panicked"),
+        "petal panicked on {args:?}:\n{stderr}"
+    );
+    (out, stderr)
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut buf = Cursor::new(Vec::new());
+    img.write_to(&mut buf, format).unwrap();
+    buf.into_inner()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extreme aspect ratios
+
+/// A strip whose every pixel differs from its neighbours, so that any misplaced tap shows.
+fn strip(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let i = x + y;
+        Rgb([
+            (i * 7 % 251) as u8,
+            (i * 13 % 241) as u8,
+            ((i / 97) * 31 % 256) as u8,
+        ])
+    })
+}
+
+/// Peak resident memory of a finished `/usr/bin/time -v` run, in MiB.
+fn max_rss_mib(time_stderr: &str) -> f64 {
+    let line = time_stderr
+        .lines()
+        .find(|l| l.contains("Maximum resident set size"))
+        .unwrap_or_else(|| panic!("no peak RSS in:\n{time_stderr}"));
+    let kib: f64 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    kib / 1024.0
+}
+
+/// `petal preprocess IMAGE --resize R --crop C -o OUT` under `/usr/bin/time -v` (when the
+/// machine has it): the tensor, and the peak RSS in MiB.
+fn preprocess(dir: &Path, image: &Path, resize: usize, crop: usize) -> (Vec<f32>, Option<f64>) {
+    let out = dir.join("ours.npy");
+    let args: Vec<std::ffi::OsString> = vec![
+        "preprocess".into(),
+        image.into(),
+        "--resize".into(),
+        resize.to_string().into(),
+        "--crop".into(),
+        crop.to_string().into(),
+        "-o".into(),
+        out.clone().into(),
+    ];
+    let timed = Path::new("/usr/bin/time").exists();
+    let mut cmd = if timed {
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-v").arg(petal_bin());
+        c
+    } else {
+        Command::new(petal_bin())
+    };
+    cmd.args(&args);
+    let output = run_bounded(cmd);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "preprocess {} failed:\n{stderr}",
+        image.display()
+    );
+    let (shape, values) = read_npy::<f32>(&out);
+    assert_eq!(shape, [3, crop, crop]);
+    (values, timed.then(|| max_rss_mib(&stderr)))
+}
+
+/// Pillow / torchvision references for the extreme images, written as float32 CHW `.npy`.
+///
+/// `full`: torchvision's own `Resize(R)` → `CenterCrop(C)` → `ToTensor` → `Normalize` on the
+/// image. `one_axis`: for a 1-pixel-wide (or -high) image, where torchvision would need a
+/// 256 × 15 million image (15 GB in Pillow), the same result computed in Pillow along the long
+/// axis only: a 1-pixel-wide source has a single tap per output column, of weight exactly 1, so
+/// Pillow's horizontal pass copies the column to every output column unchanged and the crop is
+/// Pillow's vertical resize of that column, repeated across.
+const REFERENCE: &str = r#"
+import sys, numpy as np, torch
+from PIL import Image
+from torchvision import transforms as T
+mode, src, resize, crop, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+img = Image.open(src).convert("RGB")
+norm = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+if mode == "full":
+    t = norm(T.CenterCrop(crop)(T.Resize(resize)(img)))
+else:
+    w, h = img.size
+    tall = w == 1
+    if not tall:
+        img = img.transpose(Image.Transpose.TRANSPOSE)
+        w, h = h, w
+    long = int(resize * h / w)
+    col = np.asarray(img.resize((1, long), Image.Resampling.BILINEAR))
+    top = int(round((long - crop) / 2.0))
+    part = np.repeat(col[top:top + crop], crop, axis=1)
+    if not tall:
+        part = part.transpose(1, 0, 2)
+    t = norm(Image.fromarray(np.ascontiguousarray(part)))
+np.save(out, t.numpy().astype(np.float32))
+"#;
+
+fn reference(dir: &Path, mode: &str, image: &Path, resize: usize, crop: usize) -> Vec<f32> {
+    let out = dir.join("reference.npy");
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", REFERENCE, mode])
+        .arg(image)
+        .args([resize.to_string(), crop.to_string()])
+        .arg(&out);
+    let output = run_bounded(cmd);
+    assert!(
+        output.status.success(),
+        "torchvision reference failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    read_npy::<f32>(&out).1
+}
+
+fn assert_bits_equal(ours: &[f32], want: &[f32], what: &str) {
+    assert_eq!(ours.len(), want.len(), "{what}");
+    let differ = ours
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        differ, 0,
+        "{what}: {differ} values differ from the reference"
+    );
+}
+
+/// Peak RSS allowed for `petal preprocess` on these images. The process itself (binary, burn,
+/// allocator arenas) takes ~20 MiB; the documented bound on top is the decoded image (here
+/// 180 KB) plus a few crops. Without the windowed resize, the 1×60000 image asked for 11.8 GB.
+const RSS_LIMIT_MIB: f64 = 64.0;
+
+#[test]
+fn extreme_aspect_ratios_preprocess_in_bounded_memory_like_torchvision() {
+    let dir = tempdir();
+    let cases = [
+        ("tall_1x60000.png", 1, 60_000),
+        ("wide_60000x1.png", 60_000, 1),
+        ("dot_1x1.png", 1, 1),
+    ];
+    for (name, w, h) in cases {
+        let path = dir.path().join(name);
+        strip(w, h).save(&path).unwrap();
+
+        // torchvision's own pipeline wherever Pillow can hold the resized image.
+        let (resize, crop) = if w * h == 1 { (256, 224) } else { (16, 12) };
+        let (ours, _) = preprocess(dir.path(), &path, resize, crop);
+        let want = reference(dir.path(), "full", &path, resize, crop);
+        assert_bits_equal(
+            &ours,
+            &want,
+            &format!("{name} r{resize}c{crop} vs torchvision"),
+        );
+
+        // The default sizes: 256 × 15,360,000 resized, of which only the crop is computed.
+        let (ours, rss) = preprocess(dir.path(), &path, 256, 224);
+        if w * h > 1 {
+            let want = reference(dir.path(), "one_axis", &path, 256, 224);
+            assert_bits_equal(&ours, &want, &format!("{name} r256c224 vs Pillow"));
+        }
+        if let Some(rss) = rss {
+            println!("{name}: petal preprocess peak RSS {rss:.1} MiB");
+            assert!(
+                rss < RSS_LIMIT_MIB,
+                "{name}: peak RSS {rss:.1} MiB over {RSS_LIMIT_MIB} MiB"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Truncated JPEGs
+
+/// Whether Pillow can `convert("RGB")` the file; its error message otherwise.
+fn pillow_opens(path: &Path) -> Result<(), String> {
+    let script = "import sys\nfrom PIL import Image\ntry:\n    Image.open(sys.argv[1]).convert('RGB')\nexcept Exception as e:\n    print(e)\n    sys.exit(3)";
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script]).arg(path);
+    let out = run_bounded(cmd);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+#[test]
+fn jpeg_cut_mid_stream_is_refused_like_pillow_unless_allowed() {
+    let dir = tempdir();
+    let full = std::fs::read(photo("coffee_q90.jpg")).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &full[..5000]).unwrap();
+
+    let pillow = pillow_opens(&cut).unwrap_err();
+    assert!(
+        pillow.contains("image file is truncated"),
+        "Pillow: {pillow}"
+    );
+
+    let model = bundle();
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            os("predict"),
+            os("--model"),
+            model.as_os_str(),
+            os("--json"),
+        ];
+        args.extend(extra.iter().map(|s| os(s)));
+        args.push(cut.as_os_str());
+        petal(dir.path(), &args)
+    };
+    let (out, stderr) = predict(&[]);
+    assert!(!out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["error"], "image file is truncated", "{json}");
+    assert_eq!(
+        stderr.trim(),
+        format!("error: {}: image file is truncated", cut.display())
+    );
+
+    let (out, stderr) = predict(&["--allow-truncated"]);
+    assert!(out.status.success(), "{stderr}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json[0]["top"].is_array(), "{json}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "warning: {}: image file is truncated; classifying what it holds",
+            cut.display()
+        )
+    );
+
+    // The whole file, with its end marker, is not truncated.
+    let whole = dir.path().join("whole.jpg");
+    std::fs::write(&whole, &full).unwrap();
+    let (out, stderr) = petal(
+        dir.path(),
+        &[
+            os("predict"),
+            os("--model"),
+            model.as_os_str(),
+            whole.as_os_str(),
+        ],
+    );
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files
+
+/// What must happen to a corpus file: classified, or refused with a reason containing this.
+type Expect = Option<&'static str>;
+
+/// CRC-32 (IEEE) for hand-built PNG chunks.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header claims `width × height` and whose data is an empty zlib stream.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        png.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        png.extend(&body);
+        png.extend(crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// A small real JPEG whose frame header (SOF0) is rewritten to claim `side × side`.
+fn jpeg_claiming(side: u16) -> Vec<u8> {
+    let mut jpeg = encode(&DynamicImage::ImageRgb8(strip(16, 16)), ImageFormat::Jpeg);
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("baseline JPEG has SOF0");
+    // FF C0, length (2), precision (1), height (2), width (2).
+    jpeg[sof + 5..sof + 7].copy_from_slice(&side.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&side.to_be_bytes());
+    jpeg
+}
+
+/// A minimal little-endian TIFF: header and one 1×1 8-bit grey strip.
+fn tiff() -> Vec<u8> {
+    let mut t = b"II*\0".to_vec();
+    t.extend(8u32.to_le_bytes());
+    let entries: [(u16, u16, u32, u32); 6] = [
+        (256, 3, 1, 1),  // width
+        (257, 3, 1, 1),  // height
+        (258, 3, 1, 8),  // bits per sample
+        (262, 3, 1, 1),  // photometric: black is zero
+        (273, 4, 1, 86), // strip offset
+        (279, 4, 1, 1),  // strip byte count
+    ];
+    t.extend((entries.len() as u16).to_le_bytes());
+    for (tag, kind, count, value) in entries {
+        t.extend(tag.to_le_bytes());
+        t.extend(kind.to_le_bytes());
+        t.extend(count.to_le_bytes());
+        t.extend(value.to_le_bytes());
+    }
+    t.extend(0u32.to_le_bytes());
+    t.push(200);
+    t
+}
+
+/// A GIF with a screen descriptor and no image at all.
+fn gif_without_frames() -> Vec<u8> {
+    let mut g = b"GIF89a".to_vec();
+    g.extend(10u16.to_le_bytes());
+    g.extend(10u16.to_le_bytes());
+    g.extend([0, 0, 0]); // no global colour table
+    g.push(0x3B); // trailer
+    g
+}
+
+fn animated_gif() -> Vec<u8> {
+    let mut buf = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut buf);
+        for shade in [40u8, 200] {
+            let frame = image::RgbaImage::from_pixel(12, 9, image::Rgba([shade, 90, 10, 255]));
+            enc.encode_frame(image::Frame::new(frame)).unwrap();
+        }
+    }
+    buf
+}
+
+/// Pillow writes the files the `image` crate cannot: CMYK JPEG, palette PNG, and a JPEG with an
+/// EXIF orientation tag (6: rotate 90° clockwise to display).
+fn pillow_made(dir: &Path) {
+    let script = r#"
+import sys
+from PIL import Image
+d = sys.argv[1]
+base = Image.new("RGB", (40, 30))
+base.putdata([((x * 6) % 256, (y * 8) % 256, 90) for y in range(30) for x in range(40)])
+base.convert("CMYK").save(d + "/cmyk.jpg", quality=90)
+base.convert("P").save(d + "/palette.png")
+exif = Image.Exif()
+exif[0x0112] = 6
+base.save(d + "/exif_rotated.jpg", exif=exif)
+"#;
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script]).arg(dir);
+    let out = run_bounded(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes the corpus into `dir`: file name → expected outcome.
+fn hostile_corpus(dir: &Path) -> BTreeMap<String, Expect> {
+    std::fs::create_dir_all(dir).unwrap();
+    let rgb = DynamicImage::ImageRgb8(strip(48, 40));
+    let png = encode(&rgb, ImageFormat::Png);
+    let jpeg = encode(&rgb, ImageFormat::Jpeg);
+    let photo_jpeg = std::fs::read(photo("coffee_q90.jpg")).unwrap();
+    let mut noise = vec![0u8; 4096];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for b in &mut noise {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *b = (state >> 24) as u8;
+    }
+    noise[0] = 0; // no format's magic number starts with a zero byte
+    let big = DynamicImage::ImageRgb8(RgbImage::from_fn(6000, 4000, |x, y| {
+        Rgb([(x / 24) as u8, (y / 16) as u8, ((x + y) / 40) as u8])
+    }));
+
+    let not_image = Some("not a supported image");
+    let files: Vec<(&str, Vec<u8>, Expect)> = vec![
+        ("empty.jpg", Vec::new(), Some("empty")),
+        (
+            "half.png",
+            png[..png.len() / 2].to_vec(),
+            Some("cannot decode PNG"),
+        ),
+        (
+            "cut.jpg",
+            photo_jpeg[..5000].to_vec(),
+            Some("image file is truncated"),
+        ),
+        ("notes.jpg", b"daisy: 12\nrose: 7\n".to_vec(), not_image),
+        (
+            "page.png",
+            b"<!DOCTYPE html><html><body>404 Not Found</body></html>".to_vec(),
+            not_image,
+        ),
+        ("noise.jpg", noise, not_image),
+        (
+            "bomb_30000.png",
+            png_claiming(30_000, 30_000),
+            Some("exceeds the limit"),
+        ),
+        (
+            "bomb_65000.png",
+            png_claiming(65_000, 65_000),
+            Some("exceeds the limit"),
+        ),
+        (
+            "bomb_30000.jpg",
+            jpeg_claiming(30_000),
+            Some("exceeds the limit"),
+        ),
+        (
+            "bomb_65000.jpg",
+            jpeg_claiming(65_000),
+            Some("exceeds the limit"),
+        ),
+        (
+            "no_frames.gif",
+            gif_without_frames(),
+            Some("cannot decode GIF"),
+        ),
+        ("scan.tiff", tiff(), Some("TIFF images are not supported")),
+        (
+            "gray.png",
+            encode(&DynamicImage::ImageLuma8(rgb.to_luma8()), ImageFormat::Png),
+            None,
+        ),
+        (
+            "deep16.png",
+            encode(&DynamicImage::ImageRgb16(rgb.to_rgb16()), ImageFormat::Png),
+            None,
+        ),
+        (
+            "la.png",
+            encode(
+                &DynamicImage::ImageLumaA8(rgb.to_luma_alpha8()),
+                ImageFormat::Png,
+            ),
+            None,
+        ),
+        (
+            "rgba.png",
+            encode(&DynamicImage::ImageRgba8(rgb.to_rgba8()), ImageFormat::Png),
+            None,
+        ),
+        ("animated.gif", animated_gif(), None),
+        ("big_6000x4000.jpg", encode(&big, ImageFormat::Jpeg), None),
+        ("my photo of a rose.png", png.clone(), None),
+        ("fleur d'été ünïcödé 花.jpg", jpeg.clone(), None),
+        ("SHOUTING.JPG", jpeg.clone(), None),
+        ("Mixed.PnG", png.clone(), None),
+        ("actually_a_jpeg.png", jpeg.clone(), None),
+    ];
+    let mut expect: BTreeMap<String, Expect> = BTreeMap::new();
+    for (name, bytes, e) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        expect.insert(name.to_string(), e);
+    }
+    pillow_made(dir);
+    for name in ["cmyk.jpg", "palette.png", "exif_rotated.jpg"] {
+        expect.insert(name.to_string(), None);
+    }
+    expect
+}
+
+/// Checks one command's per-file report: each refused file has exactly one stderr line, which
+/// names it and gives the expected reason; classified files appear on no stderr line.
+fn check_stderr(stderr: &str, expect: &BTreeMap<String, Expect>, what: &str) {
+    for line in stderr.lines() {
+        let named: Vec<&String> = expect
+            .keys()
+            .filter(|n| line.contains(n.as_str()))
+            .collect();
+        assert_eq!(
+            named.len(),
+            1,
+            "{what}: stderr line names no single file: {line}"
+        );
+        let reason = expect[named[0]]
+            .unwrap_or_else(|| panic!("{what}: {} should be classified: {line}", named[0]));
+        assert!(
+            line.contains(reason),
+            "{what}: expected '{reason}' in: {line}"
+        );
+    }
+    for (name, e) in expect {
+        let lines = stderr.lines().filter(|l| l.contains(name.as_str())).count();
+        let want = usize::from(e.is_some());
+        assert_eq!(
+            lines, want,
+            "{what}: {name} on {lines} stderr line(s):\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn hostile_files_are_classified_or_reported_by_name_everywhere() {
+    let dir = tempdir();
+    let corpus = dir.path().join("data/daisy");
+    let expect = hostile_corpus(&corpus);
+    let model = bundle();
+
+    // predict: one JSON record per file, `top` or `error`, and one stderr line per error.
+    let mut args = vec![
+        os("predict"),
+        os("--model"),
+        model.as_os_str(),
+        os("--json"),
+    ];
+    let paths: Vec<PathBuf> = expect.keys().map(|n| corpus.join(n)).collect();
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    let (out, stderr) = petal(dir.path(), &args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some files are unreadable:\n{stderr}"
+    );
+    let records: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (record, (name, e)) in records.as_array().unwrap().iter().zip(&expect) {
+        assert!(record["file"].as_str().unwrap().ends_with(name.as_str()));
+        match e {
+            None => assert!(record["top"].is_array(), "{name}: {record}"),
+            Some(reason) => {
+                let error = record["error"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: {record}"));
+                assert!(error.contains(reason), "{name}: {error}");
+            }
+        }
+    }
+    println!("predict's report on the corpus:\n{stderr}");
+    check_stderr(&stderr, &expect, "predict");
+
+    // score: a row per classified file, a warning line per refused one.
+    let (out, stderr) = petal(
+        dir.path(),
+        &[
+            os("score"),
+            os("--model"),
+            model.as_os_str(),
+            os("--images"),
+            corpus.as_os_str(),
+            os("--out"),
+            os("scores.csv"),
+        ],
+    );
+    assert!(out.status.success(), "{stderr}");
+    check_stderr(&stderr, &expect, "score");
+    let csv = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
+    let good: Vec<&String> = expect
+        .iter()
+        .filter(|(_, e)| e.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(csv.lines().count(), 1 + good.len(), "{csv}");
+    for name in &good {
+        assert!(
+            csv.contains(name.as_str()),
+            "{name} missing from the CSV:\n{csv}"
+        );
+    }
+
+    // eval: the corpus is the "daisy" class; one readable image in each other class.
+    for class in ["dandelion", "rose", "sunflower", "tulip"] {
+        let d = dir.path().join("data").join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        strip(50, 44).save(d.join("one.png")).unwrap();
+    }
+    let (out, stderr) = petal(
+        dir.path(),
+        &[
+            os("eval"),
+            os("--model"),
+            model.as_os_str(),
+            os("--data"),
+            os("data"),
+            os("--json"),
+        ],
+    );
+    assert!(out.status.success(), "{stderr}");
+    check_stderr(&stderr, &expect, "eval");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["images"], good.len() + 4);
+    assert_eq!(
+        report["failed"].as_array().unwrap().len(),
+        expect.len() - good.len()
+    );
+
+    // The training data loader, with eval preprocessing and with augmentation: refused files
+    // come back in `failed` with the same reasons, the others as tensors.
+    let pre = Preprocessor::new(36, 32).unwrap();
+    let samples: Vec<Sample> = paths
+        .iter()
+        .map(|p| Sample {
+            path: p.clone(),
+            label: 0,
+        })
+        .collect();
+    let augment = Augment::recipe(32);
+    for aug in [
+        None,
+        Some(Augmented {
+            augment: &augment,
+            seed: 11,
+        }),
+    ] {
+        let batch = load_batch(&samples, &pre, aug);
+        assert_eq!(batch.labels.len(), good.len());
+        assert_eq!(batch.images.len(), good.len() * 3 * 32 * 32);
+        assert!(batch.images.iter().all(|v| v.is_finite()));
+        let failed: BTreeMap<String, String> = batch
+            .failed
+            .iter()
+            .map(|(p, e)| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    e.clone(),
+                )
+            })
+            .collect();
+        for (name, e) in &expect {
+            match (e, failed.get(name)) {
+                (None, None) => {}
+                (Some(reason), Some(error)) => {
+                    assert!(error.contains(reason), "loader, {name}: {error}");
+                    assert!(!error.contains('\n'), "loader, {name}: {error}");
+                }
+                (e, got) => panic!("loader, {name}: expected {e:?}, got {got:?}"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A clean stderr on a machine without a display
+
+#[test]
+fn predict_with_auto_device_and_no_display_prints_nothing_on_stderr() {
+    let dir = tempdir();
+    let mut cmd = Command::new(petal_bin());
+    cmd.current_dir(dir.path())
+        .env_remove("PETAL_DEVICE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("DISPLAY")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("RUST_LOG")
+        .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
+        .args(["predict", "--model"])
+        .arg(bundle())
+        .arg(fixtures().join("photos/chelsea.png"));
+    let out = run_bounded(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("chelsea.png"),
+        "no prediction printed"
+    );
+    assert_eq!(stderr, "", "a clean predict run wrote to stderr");
+}
