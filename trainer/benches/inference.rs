@@ -6,9 +6,12 @@
 //!   `--quick`            fewer iterations
 //!   `--only ARCH:BATCH`  one configuration in this process (what the children run)
 //!   `--backend NAME`     flex (default) or ndarray (needs `--features ndarray`)
+//!   `--unfolded`         burn's layer-by-layer network instead of the folded CPU network
+//!                        (the table shows both)
 //! Figures only: nothing here passes or fails on timing.
 
 use burn::prelude::*;
+use petal_shared::model::FoldedResNet;
 use petal_shared::{Arch, Preprocessor, ResNetConfig};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -57,7 +60,7 @@ fn time(mut f: impl FnMut(), min_iters: usize, budget: Duration) -> f64 {
 }
 
 /// One configuration: prints `arch batch images/s peak_MiB weights_MiB`.
-fn run_one(arch: Arch, batch: usize, backend: &str, quick: bool) {
+fn run_one(arch: Arch, batch: usize, backend: &str, folded: bool, quick: bool) {
     let device = device(backend);
     let model = ResNetConfig::new(arch, 1000).init(&device);
     let weights_mib = model.num_params() as f64 * 4.0 / (1024.0 * 1024.0);
@@ -67,14 +70,27 @@ fn run_one(arch: Arch, batch: usize, backend: &str, quick: bool) {
         &device,
     );
     let budget = Duration::from_secs(if quick { 3 } else { 10 });
-    let secs = time(
-        || {
-            let out = model.forward(x.clone());
-            let _ = out.into_data();
-        },
-        3,
-        budget,
-    );
+    let secs = if folded {
+        let net = FoldedResNet::new(&model).unwrap();
+        drop(model);
+        let images = x.into_data().try_into_vec::<f32>().unwrap();
+        time(
+            || {
+                std::hint::black_box(net.forward(&images, batch, 224, 224));
+            },
+            3,
+            budget,
+        )
+    } else {
+        time(
+            || {
+                let out = model.forward(x.clone());
+                let _ = out.into_data();
+            },
+            3,
+            budget,
+        )
+    };
     println!(
         "{arch} {batch} {:.2} {:.0} {:.0}",
         batch as f64 / secs,
@@ -123,6 +139,7 @@ fn main() {
             arch.parse().unwrap(),
             batch.parse().unwrap(),
             &backend,
+            !args.iter().any(|a| a == "--unfolded"),
             quick,
         );
         return;
@@ -135,16 +152,32 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("CPU inference at 224x224, {threads} threads, median of repeated forwards");
     println!(
-        "{:<10} {:>5} | {:>14} {:>10} | {:>14} {:>10} | {:>7} | {:>8}",
-        "model", "batch", "petal img/s", "peak MiB", "torch img/s", "peak MiB", "ratio", "weights"
+        "{:<10} {:>5} | {:>14} {:>10} | {:>14} | {:>14} {:>10} | {:>7} | {:>8}",
+        "model",
+        "batch",
+        "petal img/s",
+        "peak MiB",
+        "unfolded img/s",
+        "torch img/s",
+        "peak MiB",
+        "ratio",
+        "weights"
     );
     for (arch, batch) in CONFIGS {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["--only", &format!("{arch}:{batch}"), "--backend", &backend]);
-        if quick {
-            cmd.arg("--quick");
-        }
-        let ours = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        let child = |unfolded: bool| {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--only", &format!("{arch}:{batch}"), "--backend", &backend]);
+            if quick {
+                cmd.arg("--quick");
+            }
+            if unfolded {
+                cmd.arg("--unfolded");
+            }
+            String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+        };
+        let ours = child(false);
+        let unfolded = child(true);
+        let u: Vec<&str> = unfolded.split_whitespace().collect();
         let mut torch_cmd = Command::new(&python);
         torch_cmd
             .arg(&script)
@@ -166,11 +199,12 @@ fn main() {
             _ => "n/a".into(),
         };
         println!(
-            "{:<10} {:>5} | {:>14} {:>10} | {:>14} {:>10} | {:>7} | {:>6} MiB",
+            "{:<10} {:>5} | {:>14} {:>10} | {:>14} | {:>14} {:>10} | {:>7} | {:>6} MiB",
             arch.name(),
             batch,
             o.get(2).unwrap_or(&"?"),
             o.get(3).unwrap_or(&"?"),
+            u.get(2).unwrap_or(&"?"),
             t.get(2).unwrap_or(&"?"),
             t.get(3).unwrap_or(&"?"),
             ratio,
