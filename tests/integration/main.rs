@@ -6,6 +6,8 @@ mod eval;
 mod import_errors;
 mod parity;
 mod reference;
+mod serve;
+mod shell;
 mod train;
 mod util;
 #[cfg(feature = "wgpu")]

@@ -3,6 +3,7 @@
 //! (`src/main.rs`) only parses arguments and reports errors; benchmarks use the modules directly.
 
 pub mod backend;
+pub mod cli;
 pub mod commands;
 pub mod data;
 pub mod inference;
