@@ -176,7 +176,12 @@ impl Site {
         let url = request.url().escape_debug().to_string();
         // An access log line per request: what a user watching the terminal wants to see, and
         // what the browser test counts to tell a download (200) from a revalidation (304).
-        println!("{status} {} {url}", request.method());
+        // Not `println!`: a closed stdout (`petal serve | head`) must not kill a worker.
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "{status} {} {url}",
+            request.method()
+        );
         if let Err(e) = request.respond(response) {
             // The browser went away mid-download (tiny_http already ignores resets).
             log::debug!("answering {url}: {e}");
