@@ -330,6 +330,22 @@ fn serve_names_a_missing_bundle_or_page() {
         "the default page folder is dist/ and the error says how to build it: {err}"
     );
 
+    // A port already taken: the error says which and what to do.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = petal(
+        dir.path(),
+        [
+            "serve", "--model", "bundle", "--page", "page", "--port", &port,
+        ],
+    )
+    .failure();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
+    );
+    drop(taken);
+
     std::fs::remove_file(dir.path().join("bundle/model.bpk")).unwrap();
     let err = petal(
         dir.path(),
