@@ -143,8 +143,6 @@ function formatBytes(n) {
   if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
   return `${(n / 1e6).toFixed(1)} MB`;
 }
-// For tests: the progress display is driven directly, without a server that omits lengths.
-state.showProgress = showProgress;
 
 async function webgpuAvailable() {
   if (forceCpu || !navigator.gpu) return false;

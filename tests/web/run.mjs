@@ -189,31 +189,6 @@ await section("Second visit: the bundle comes from the Cache API", async () => {
     : failed(`reload: state ${s.state}, source ${s.modelSource}, downloads ${before} → ${after}`);
 });
 
-await section("Download feedback without a Content-Length: indeterminate, bytes received", async () => {
-  const shown = await page.evaluate(() => {
-    const bar = document.getElementById("progress");
-    const wrap = document.getElementById("progress-wrap");
-    const read = () => ({
-      visible: getComputedStyle(wrap).display !== "none",
-      indeterminate: !bar.hasAttribute("value"),
-      text: document.getElementById("progress-text").textContent,
-    });
-    window.petal.showProgress(2500, 0);
-    const unknown = read();
-    window.petal.showProgress(5e6, 2e7);
-    const known = { ...read(), value: bar.value, max: bar.max };
-    wrap.hidden = true;
-    return { unknown, known };
-  });
-  const { unknown, known } = shown;
-  unknown.visible && unknown.indeterminate && unknown.text === "2.5 kB received"
-    ? ok(`no length: indeterminate bar, "${unknown.text}"`)
-    : failed(`no length: ${JSON.stringify(unknown)}`);
-  !known.indeterminate && known.value === 5e6 && known.max === 2e7 && known.text === "5.0 MB / 20.0 MB"
-    ? ok(`known length: "${known.text}"`)
-    : failed(`known length: ${JSON.stringify(known)}`);
-});
-
 await section("Batch: a folder with bad files, error rows, CSV equals `petal score`", async () => {
   await page.setInputFiles("#folder-input", path.join(work, "batch"));
   const count = await page.evaluate(() => document.querySelectorAll("#results .result").length);
