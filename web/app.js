@@ -84,7 +84,10 @@ async function fetchCached(cache, url, onProgress) {
   if (!response.ok) {
     throw new Error(`${url} answered HTTP ${response.status} ${response.statusText}`.trim());
   }
-  const total = Number(response.headers.get("Content-Length")) || 0;
+  // Content-Length counts the bytes on the wire: with a Content-Encoding it is not the size
+  // of the body we read, so the bar shows bytes received instead of a wrong fraction.
+  const encoded = (response.headers.get("Content-Encoding") || "identity") !== "identity";
+  const total = encoded ? 0 : Number(response.headers.get("Content-Length")) || 0;
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
@@ -117,17 +120,28 @@ async function fetchCached(cache, url, onProgress) {
   return { bytes, source: "network" };
 }
 
+// Download progress. With a known length the bar fills; without one (no Content-Length, or a
+// compressed response) it is indeterminate and the text counts the bytes received.
 function showProgress(loaded, total) {
-  const mb = (n) => (n / 1e6).toFixed(1);
-  $("progress-wrap").hidden = false;
+  const wrap = $("progress-wrap");
+  const bar = $("progress");
+  wrap.hidden = false;
   if (total) {
-    $("progress").max = total;
-    $("progress").value = loaded;
-    $("progress-text").textContent = `${mb(loaded)} / ${mb(total)} MB`;
+    bar.max = total;
+    bar.value = loaded;
+    wrap.dataset.mode = "determinate";
+    $("progress-text").textContent = `${formatBytes(loaded)} / ${formatBytes(total)}`;
   } else {
-    $("progress").removeAttribute("value");
-    $("progress-text").textContent = `${mb(loaded)} MB`;
+    bar.removeAttribute("value"); // an indeterminate <progress>
+    wrap.dataset.mode = "indeterminate";
+    $("progress-text").textContent = `${formatBytes(loaded)} received`;
   }
+}
+
+function formatBytes(n) {
+  if (n < 1e3) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  return `${(n / 1e6).toFixed(1)} MB`;
 }
 
 async function webgpuAvailable() {

@@ -7,6 +7,8 @@ mod import_errors;
 mod parity;
 mod reference;
 mod robust;
+mod serve;
+mod shell;
 mod train;
 mod util;
 #[cfg(feature = "wgpu")]

@@ -2,6 +2,8 @@
 // bundles, Chromium with or without WebGPU, and page-driving helpers.
 import { chromium } from "playwright-core";
 import http from "node:http";
+import { spawn } from "node:child_process";
+import readline from "node:readline";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
@@ -73,6 +75,38 @@ export async function serve(mounts) {
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const base = `http://127.0.0.1:${server.address().port}`;
   return { base, hits, close: () => new Promise((r) => server.close(r)) };
+}
+
+// Starts `PETAL serve --model MODEL --page PAGE` on a free port: the server users run. Same
+// answer as `serve`: {base, hits, close}; `hits` counts full (200) responses per URL path,
+// read from the access log petal prints on stdout ("200 GET /model/model.bpk").
+export async function servePetal({ petal, page, model }) {
+  const child = spawn(petal, ["serve", "--model", model, "--page", page, "--port", "0"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const hits = new Map();
+  const lines = readline.createInterface({ input: child.stdout });
+  const base = await new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`petal serve exited (${code}) before serving`)));
+    lines.once("line", (first) => {
+      const url = first.match(/http:\/\/\S+/);
+      url ? resolve(url[0].replace(/\/$/, "")) : reject(new Error(`no URL in "${first}"`));
+    });
+  });
+  lines.on("line", (line) => {
+    const m = line.match(/^200 GET (\S+)$/);
+    if (!m) return;
+    const pathname = decodeURIComponent(new URL(m[1], "http://x").pathname);
+    hits.set(pathname, (hits.get(pathname) || 0) + 1);
+  });
+  const close = () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once("exit", () => resolve());
+      child.kill();
+    });
+  return { base, hits, close };
 }
 
 // Headless Chromium; `webgpu` turns on WebGPU (SwiftShader on a machine without a GPU).

@@ -1,5 +1,8 @@
 // Petal's browser tests (called by scripts/test-web, which prepares the inputs):
-//   node run.mjs --dist DIR --bundle DIR --photos DIR --work DIR
+//   node run.mjs --dist DIR --bundle DIR --photos DIR --work DIR [--petal BIN]
+// With --petal the page is served by `petal serve` (what users run): the test photos and
+// folders are copied into the page folder DIST, which it then changes. Without it, by a
+// small Node server.
 // WORK holds predict.json (`petal predict --json --logits` on every photo), pre/NAME.npy
 // (`petal preprocess` at 256/224), batch/ (a folder with bad files) and score.csv
 // (`petal score` on it).
@@ -9,6 +12,7 @@ import crypto from "node:crypto";
 import {
   parseArgs,
   serve,
+  servePetal,
   launch,
   openPage,
   waitSettled,
@@ -45,13 +49,22 @@ const broken = path.join(work, "broken-bundle");
 fs.mkdirSync(broken, { recursive: true });
 fs.writeFileSync(path.join(broken, "petal.json"), "{ this is not json");
 
-const server = await serve({
-  "/": args.dist,
-  "/model/": args.bundle,
-  "/photos/": args.photos,
-  "/batch/": path.join(work, "batch"),
-  "/broken/": broken,
-});
+const extra = { photos: args.photos, batch: path.join(work, "batch"), broken };
+let server;
+if (args.petal) {
+  // `petal serve` serves the page folder and the bundle only: the rest goes into the page.
+  for (const [name, dir] of Object.entries(extra)) {
+    fs.cpSync(dir, path.join(args.dist, name), { recursive: true });
+  }
+  server = await servePetal({ petal: args.petal, page: args.dist, model: args.bundle });
+  console.log(`served by petal serve at ${server.base}`);
+} else {
+  server = await serve({
+    "/": args.dist,
+    "/model/": args.bundle,
+    ...Object.fromEntries(Object.entries(extra).map(([name, dir]) => [`/${name}/`, dir])),
+  });
+}
 const page_url = (query = "") => `${server.base}/index.html${query}`;
 
 // Compares the page's results with `petal predict --json` (matched by file base name).
@@ -129,6 +142,8 @@ await section("WebGPU: page loads the bundle on WebGPU", async () => {
   if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
   s.backend === "webgpu" ? ok("data-backend=webgpu") : failed(`data-backend=${s.backend}`);
   s.modelSource === "network" ? ok("first visit downloads the bundle") : failed(`source ${s.modelSource}`);
+  const bar = await page.evaluate(() => getComputedStyle(document.getElementById("progress-wrap")).display);
+  bar === "none" ? ok("the download bar is gone once the model is ready") : failed(`download bar display ${bar}`);
   console.log(`  model ready in ${seconds(s.loadMs)} after download (includes one warm-up pass)`);
 });
 

@@ -6,4 +6,5 @@ pub mod import;
 pub mod predict;
 pub mod preprocess;
 pub mod score;
+pub mod serve;
 pub mod train;

@@ -1,0 +1,361 @@
+//! `petal serve`: the page and a bundle over HTTP, with MIME types, validators and `304`s,
+//! and nothing outside the two folders. Requests go over a raw TCP socket so that paths such
+//! as `/../x` reach the server exactly as written (HTTP clients normalise them away).
+
+use crate::util::{petal, petal_bin, tempdir};
+use petal_shared::Arch;
+use petal_shared::bundle::BundleMeta;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const WASM: &[u8] = b"\0asm\x01\0\0\0 a tiny module";
+const WEIGHTS: &[u8] = b"not real weights, but bytes the server must pass through unchanged";
+
+/// A temp folder with a built-page stand-in (`page/`), a bundle (`bundle/`) and a secret
+/// file beside them that no request may reach.
+fn site() -> tempfile::TempDir {
+    let dir = tempdir();
+    let page = dir.path().join("page");
+    std::fs::create_dir_all(page.join("sub")).unwrap();
+    std::fs::write(
+        page.join("index.html"),
+        "<!doctype html><title>petal</title>",
+    )
+    .unwrap();
+    std::fs::write(page.join("app.js"), "console.log('petal');").unwrap();
+    std::fs::write(page.join("style.css"), "body{}").unwrap();
+    std::fs::write(page.join("petal-web_bg.wasm"), WASM).unwrap();
+    std::fs::write(page.join("sub/index.html"), "sub page").unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let meta = BundleMeta::new(Arch::ResNet18, vec!["daisy".into(), "rose".into()], 64, 73);
+    std::fs::write(bundle.join("petal.json"), meta.to_json()).unwrap();
+    std::fs::write(bundle.join("model.bpk"), WEIGHTS).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "SECRET").unwrap();
+    dir
+}
+
+/// A running `petal serve` on a free port; killed when dropped. Its stdout (the URL, then
+/// one access-log line per request) is collected in `log`.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(petal_bin())
+            .current_dir(dir)
+            .args([
+                "serve", "--model", "bundle", "--page", "page", "--port", "0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start petal serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines
+            .next()
+            .expect("petal serve printed nothing")
+            .expect("stdout");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {first:?}"));
+        let addr: SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Serve { child, addr, log }
+    }
+
+    fn get(&self, target: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request("GET", target, headers)
+    }
+
+    fn request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read reply");
+        Reply::parse(&raw, method, target)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn parse(raw: &[u8], method: &str, target: &str) -> Reply {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{method} {target}: no header end in {raw:?}"));
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Reply {
+            status: status.parse().unwrap(),
+            headers,
+            body: raw[split + 4..].to_vec(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[test]
+fn serve_answers_the_page_and_the_bundle_with_their_mime_types() {
+    let dir = site();
+    let server = Serve::start(dir.path());
+    for (target, mime, body) in [
+        (
+            "/",
+            "text/html",
+            &b"<!doctype html><title>petal</title>"[..],
+        ),
+        (
+            "/index.html",
+            "text/html",
+            b"<!doctype html><title>petal</title>",
+        ),
+        ("/app.js", "text/javascript", b"console.log('petal');"),
+        ("/style.css", "text/css", b"body{}"),
+        ("/petal-web_bg.wasm", "application/wasm", WASM),
+        ("/sub/", "text/html", b"sub page"),
+        ("/model/petal.json", "application/json", &[][..]),
+        ("/model/model.bpk", "application/octet-stream", WEIGHTS),
+        ("/app.js?v=2", "text/javascript", b"console.log('petal');"),
+    ] {
+        let reply = server.get(target, &[]);
+        assert_eq!(reply.status, 200, "{target}: {reply:?}");
+        let content_type = reply.header("Content-Type").unwrap_or_default();
+        assert!(
+            content_type.starts_with(mime),
+            "{target}: Content-Type {content_type}"
+        );
+        if !body.is_empty() {
+            assert_eq!(reply.body, body, "{target}");
+        }
+        assert_eq!(
+            reply.header("Content-Length"),
+            Some(reply.body.len().to_string().as_str()),
+            "{target}: the page's progress bar needs Content-Length"
+        );
+        assert!(reply.header("ETag").is_some(), "{target}: no ETag");
+        assert!(
+            reply.header("Last-Modified").is_some(),
+            "{target}: no Last-Modified"
+        );
+    }
+    // The bundle's petal.json is served byte for byte.
+    let json = server.get("/model/petal.json", &[]);
+    assert_eq!(
+        json.body,
+        std::fs::read(dir.path().join("bundle/petal.json")).unwrap()
+    );
+    // HEAD: headers, no body.
+    let head = server.request("HEAD", "/model/model.bpk", &[]);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(WEIGHTS.len().to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+    // Missing files and other methods.
+    assert_eq!(server.get("/nope.js", &[]).status, 404);
+    assert_eq!(server.get("/model/", &[]).status, 404);
+    assert_eq!(server.request("POST", "/index.html", &[]).status, 405);
+
+    // One access-log line per request on stdout, with the status.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = server.log.lock().unwrap().clone();
+        if log.iter().any(|l| l == "405 POST /index.html") {
+            assert!(
+                log.iter().any(|l| l == "200 GET /model/model.bpk"),
+                "{log:?}"
+            );
+            assert!(log.iter().any(|l| l == "404 GET /nope.js"), "{log:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "access log: {log:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_answers_304_to_unchanged_files_and_200_after_a_rewrite() {
+    let dir = site();
+    let server = Serve::start(dir.path());
+    let first = server.get("/model/model.bpk", &[]);
+    assert_eq!(first.status, 200);
+    let etag = first.header("ETag").unwrap().to_string();
+    let modified = first.header("Last-Modified").unwrap().to_string();
+
+    for headers in [
+        vec![("If-None-Match", etag.clone())],
+        vec![("If-None-Match", format!("W/{etag}"))],
+        vec![("If-None-Match", format!("\"other\", {etag}"))],
+        vec![("If-Modified-Since", modified.clone())],
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = server.get("/model/model.bpk", &h);
+        assert_eq!(reply.status, 304, "{h:?}");
+        assert!(reply.body.is_empty(), "a 304 has no body");
+        assert_eq!(reply.header("ETag"), Some(etag.as_str()));
+    }
+    // A different tag: the file again. If-None-Match wins over an If-Modified-Since that
+    // alone would have matched.
+    let other = server.get(
+        "/model/model.bpk",
+        &[
+            ("If-None-Match", "\"stale\""),
+            ("If-Modified-Since", &modified),
+        ],
+    );
+    assert_eq!(other.status, 200);
+    assert_eq!(other.body, WEIGHTS);
+
+    // A re-exported bundle: new length and time, new ETag, full answer.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.path().join("bundle/model.bpk"), b"new weights").unwrap();
+    let fresh = server.get("/model/model.bpk", &[("If-None-Match", &etag)]);
+    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.body, b"new weights");
+    assert_ne!(fresh.header("ETag"), Some(etag.as_str()));
+}
+
+#[test]
+fn serve_refuses_paths_outside_the_page_and_the_bundle() {
+    let dir = site();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        dir.path().join("secret.txt"),
+        dir.path().join("page/link.txt"),
+    )
+    .unwrap();
+    let server = Serve::start(dir.path());
+    for target in [
+        "/../secret.txt",
+        "/./../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "/..%2Fsecret.txt",
+        "/..%5csecret.txt",
+        "/sub/../../secret.txt",
+        "/model/../secret.txt",
+        "/model/../../secret.txt",
+        "/model/%2e%2e/%2e%2e/secret.txt",
+        "/model/..%2f..%2fsecret.txt",
+        "/model/%2e%2e/page/index.html",
+        "/%2fetc%2fpasswd",
+        "//etc/passwd",
+        "/index.html%00.js",
+        "/%ff%fe",
+        "/link.txt",
+    ] {
+        let reply = server.get(target, &[]);
+        assert_eq!(reply.status, 404, "{target} answered {reply:?}");
+        assert!(
+            !String::from_utf8_lossy(&reply.body).contains("SECRET"),
+            "{target} leaked the file"
+        );
+    }
+    // The same server still answers ordinary requests.
+    assert_eq!(server.get("/index.html", &[]).status, 200);
+}
+
+#[test]
+fn serve_names_a_missing_bundle_or_page() {
+    let dir = site();
+    let err = petal(
+        dir.path(),
+        [
+            "serve", "--model", "nowhere", "--page", "page", "--port", "0",
+        ],
+    )
+    .failure();
+    assert!(
+        err.contains("nowhere") && err.contains("petal.json"),
+        "{err}"
+    );
+
+    let err = petal(dir.path(), ["serve", "--model", "bundle", "--port", "0"]).failure();
+    assert!(
+        err.contains("dist") && err.contains("trunk build"),
+        "the default page folder is dist/ and the error says how to build it: {err}"
+    );
+
+    // A port already taken: the error says which and what to do.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = petal(
+        dir.path(),
+        [
+            "serve", "--model", "bundle", "--page", "page", "--port", &port,
+        ],
+    )
+    .failure();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
+    );
+    drop(taken);
+
+    std::fs::remove_file(dir.path().join("bundle/model.bpk")).unwrap();
+    let err = petal(
+        dir.path(),
+        [
+            "serve", "--model", "bundle", "--page", "page", "--port", "0",
+        ],
+    )
+    .failure();
+    assert!(
+        err.contains("model.bpk") && err.contains("missing"),
+        "{err}"
+    );
+}

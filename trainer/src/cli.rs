@@ -1,0 +1,93 @@
+//! The `petal` command line: its arguments and the dispatch to one module per subcommand.
+//!
+//! It lives in the library, not in `main.rs`, so that tests can parse the README's commands
+//! with the very same [`Cli`] the binary uses, and so `petal completions` can describe it.
+
+use crate::commands;
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+use std::process::ExitCode;
+use std::sync::LazyLock;
+
+/// Fine-tune ImageNet ResNets on your photos and classify with them.
+#[derive(Parser, Debug)]
+#[command(name = "petal", version = version_text(), about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Preprocess(commands::preprocess::Args),
+    Import(commands::import::Args),
+    Predict(commands::predict::Args),
+    Train(commands::train::Args),
+    Score(commands::score::Args),
+    Demo(commands::demo::Args),
+    Eval(commands::eval::Args),
+    Download(commands::download::Args),
+    Export(commands::export::Args),
+    Serve(commands::serve::Args),
+    Completions(Completions),
+}
+
+/// Print a shell completion script, e.g. `petal completions bash > ~/.local/share/bash-completion/completions/petal`.
+#[derive(clap::Args, Debug)]
+pub struct Completions {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The compute backends compiled into this build, in the names `--device` takes. The CPU
+/// backend (flex) is always there; the GPU ones are cargo features.
+pub fn backends() -> Vec<&'static str> {
+    let mut names = vec!["cpu"];
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    names
+}
+
+/// What `petal --version` prints after the name: the version, the backends of this build and
+/// the bundle format it writes — the two facts that decide whether a binary fits a machine
+/// and a bundle.
+pub fn version_text() -> &'static str {
+    static TEXT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{} (backends: {}; bundle format {})",
+            env!("CARGO_PKG_VERSION"),
+            backends().join(", "),
+            petal_shared::bundle::FORMAT_VERSION
+        )
+    });
+    TEXT.as_str()
+}
+
+/// Runs a parsed command.
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Preprocess(args) => commands::preprocess::run(args),
+        Command::Import(args) => commands::import::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Score(args) => commands::score::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Download(args) => commands::download::run(args),
+        Command::Export(args) => commands::export::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Completions(args) => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(args.shell, &mut Cli::command(), "petal", &mut out);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
