@@ -116,18 +116,24 @@ def score_onnxruntime(model_path, photos, out):
 # --- set-up: weights, bundle, ONNX file, photos -----------------------------------------------
 
 
+def artefacts(arch, work):
+    return (os.path.join(work, f"{arch}.pth"), os.path.join(work, f"{arch}-bundle"),
+            os.path.join(work, f"{arch}.onnx"))
+
+
 def prepare(arch, petal, work):
+    """Seeded weights, the bundle petal imports from them and the ONNX export. Runs in a child
+    process: a child's peak RSS on Linux starts at its parent's, so the measuring process
+    itself must stay small (no torch imported here)."""
     import torch
     import torchvision
 
     sys.path.insert(0, os.path.join(ROOT, "tests/reference"))
     from torchvision_ref import randomise_batchnorm
 
-    weights = os.path.join(work, f"{arch}.pth")
-    bundle = os.path.join(work, f"{arch}-bundle")
-    onnx = os.path.join(work, f"{arch}.onnx")
+    weights, bundle, onnx = artefacts(arch, work)
     if all(os.path.exists(p) for p in (weights, bundle, onnx)):
-        return weights, bundle, onnx
+        return
     gen = torch.Generator().manual_seed(7)
     torch.manual_seed(7)
     model = getattr(torchvision.models, arch)()
@@ -142,15 +148,14 @@ def prepare(arch, petal, work):
     torch.onnx.export(model, torch.zeros(1, 3, 224, 224), onnx, input_names=["x"],
                       output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
                       opset_version=13)
-    return weights, bundle, onnx
 
 
 def make_photos(folder, count):
     """`count` flower-photo-sized JPEGs (500x375, quality 90) cut from the fixture photos."""
-    from PIL import Image
-
     if os.path.isdir(folder) and len(list_photos(folder)) == count:
         return
+    from PIL import Image
+
     os.makedirs(folder, exist_ok=True)
     fixtures = os.environ.get("PETAL_FIXTURES", os.path.join(ROOT, "../shared/fixtures"))
     sources = [os.path.join(fixtures, "photos", n) for n in list_photos(os.path.join(fixtures, "photos"))]
@@ -187,9 +192,10 @@ def labels_of(path):
 
 
 def bench(arch, args, work):
-    weights, bundle, onnx = prepare(arch, args.petal, work)
-    photos = os.path.join(work, "photos")
     me = [sys.executable, os.path.abspath(__file__)]
+    subprocess.run(me + ["--child", "prepare", arch, args.petal, work], check=True)
+    weights, bundle, onnx = artefacts(arch, work)
+    photos = os.path.join(work, "photos")
     out = lambda name: os.path.join(work, f"{arch}.{name}.csv")
     tools = {
         "petal": ([args.petal, "score", "--device", "cpu", "--model", bundle, "--images", photos,
@@ -221,7 +227,14 @@ def bench(arch, args, work):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, arch, model, photos, out = sys.argv[2:7]
+        kind = sys.argv[2]
+        if kind == "prepare":
+            prepare(*sys.argv[3:6])
+            return
+        if kind == "photos":
+            make_photos(sys.argv[3], int(sys.argv[4]))
+            return
+        arch, model, photos, out = sys.argv[3:7]
         if kind == "pytorch":
             score_pytorch(arch, model, photos, out)
         else:
@@ -238,7 +251,9 @@ def main():
     args.petal = os.path.abspath(args.petal)
     work = args.work or tempfile.mkdtemp(prefix="petal-cpu-bench-")
     os.makedirs(work, exist_ok=True)
-    make_photos(os.path.join(work, "photos"), args.photos)
+    # In a child too: Pillow's decoders would raise this process's peak RSS.
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "photos",
+                    os.path.join(work, "photos"), str(args.photos)], check=True)
     print("petal speed = their wall time / petal's (above 1: petal is faster); "
           "petal CPU and mem = petal's / theirs (below 1: petal uses less)")
     for arch in args.arch:

@@ -3,6 +3,12 @@
 use crate::Nhwc;
 use crate::par::{for_each_chunk, gemm_parallelism, threads};
 
+thread_local! {
+    /// Each thread's im2col buffer, kept between tiles and layers: allocating (and faulting
+    /// in) a fresh one per tile cost more than the copy into it.
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Output pixels per tile, before balancing across threads. Large enough that the GEMM's own
 /// packing of the weights is repaid many times over (it packs them once per call), small
 /// enough that a tile's im2col rows and outputs stay in the core's caches.
@@ -42,12 +48,19 @@ impl Conv2d {
         assert!(stride > 0, "stride must be positive");
         let k = kh * kw * c_in;
         let mut packed = vec![0.0; k * c_out];
-        for co in 0..c_out {
+        // A transpose: blocks of output channels keep both the reads (one source row per
+        // channel) and the writes (a short contiguous run per packed row) in cache.
+        const BLOCK: usize = 16;
+        for co0 in (0..c_out).step_by(BLOCK) {
+            let cos = co0..(co0 + BLOCK).min(c_out);
             for ci in 0..c_in {
                 for ky in 0..kh {
                     for kx in 0..kw {
                         let row = (ky * kw + kx) * c_in + ci;
-                        packed[row * c_out + co] = weight[((co * c_in + ci) * kh + ky) * kw + kx];
+                        let src = (ci * kh + ky) * kw + kx;
+                        for co in cos.clone() {
+                            packed[row * c_out + co] = weight[co * k + src];
+                        }
                     }
                 }
             }
@@ -114,14 +127,17 @@ impl Conv2d {
         let run_tile = |t: usize, dst: &mut [f32]| {
             let r0 = t * tile;
             let n_rows = dst.len() / self.c_out;
-            let col;
-            let (lhs, lhs_rs) = if direct {
-                (&x.data[r0 * k..(r0 + n_rows) * k], k)
+            if direct {
+                let lhs = &x.data[r0 * k..(r0 + n_rows) * k];
+                gemm_rows(dst, lhs, k, n_rows, k, &self.weight, self.c_out, par);
             } else {
-                col = self.im2col(x, oh, ow, r0, n_rows);
-                (&col[..], k)
-            };
-            gemm_rows(dst, lhs, lhs_rs, n_rows, k, &self.weight, self.c_out, par);
+                // Taken out rather than borrowed: a thread waiting inside the GEMM may run
+                // another tile, which then simply gets a buffer of its own.
+                let mut col = COL.take();
+                self.im2col(&mut col, x, oh, ow, r0, n_rows);
+                gemm_rows(dst, &col, k, n_rows, k, &self.weight, self.c_out, par);
+                COL.set(col);
+            }
             let res = residual.map(|r| &r.data[r0 * self.c_out..(r0 + n_rows) * self.c_out]);
             epilogue(dst, &self.bias, res, relu);
         };
@@ -135,39 +151,43 @@ impl Conv2d {
         Nhwc::new(x.n, oh, ow, self.c_out, out)
     }
 
-    /// The im2col rows of output pixels `r0 .. r0 + n_rows`: row `r` lists, for each kernel
-    /// position, the `c_in` input channels under it (zeros where the kernel hangs over the
-    /// padding).
-    fn im2col(&self, x: &Nhwc, oh: usize, ow: usize, r0: usize, n_rows: usize) -> Vec<f32> {
+    /// Fills `col` with the im2col rows of output pixels `r0 .. r0 + n_rows`: row `r` lists,
+    /// for each kernel position, the `c_in` input channels under it (zeros where the kernel
+    /// hangs over the padding). Every value is written, so `col` can be reused unzeroed.
+    fn im2col(&self, col: &mut Vec<f32>, x: &Nhwc, oh: usize, ow: usize, r0: usize, n_rows: usize) {
         let [kh, kw] = self.kernel;
         let c = self.c_in;
         let k = kh * kw * c;
-        let mut col = vec![0.0f32; n_rows * k];
-        for (i, row) in col.chunks_exact_mut(k).enumerate() {
+        if col.len() < n_rows * k {
+            col.resize(n_rows * k, 0.0);
+        }
+        for (i, row) in col[..n_rows * k].chunks_exact_mut(k).enumerate() {
             let r = r0 + i;
             let (b, rem) = (r / (oh * ow), r % (oh * ow));
             let (oy, ox) = (rem / ow, rem % ow);
             for ky in 0..kh {
+                let taps = &mut row[ky * kw * c..(ky + 1) * kw * c];
                 let Some(iy) = (oy * self.stride + ky)
                     .checked_sub(self.padding)
                     .filter(|&iy| iy < x.h)
                 else {
+                    taps.fill(0.0);
                     continue;
                 };
-                for kx in 0..kw {
-                    let Some(ix) = (ox * self.stride + kx)
+                for (kx, tap) in taps.chunks_exact_mut(c).enumerate() {
+                    match (ox * self.stride + kx)
                         .checked_sub(self.padding)
                         .filter(|&ix| ix < x.w)
-                    else {
-                        continue;
-                    };
-                    let src = ((b * x.h + iy) * x.w + ix) * c;
-                    let dst = (ky * kw + kx) * c;
-                    row[dst..dst + c].copy_from_slice(&x.data[src..src + c]);
+                    {
+                        Some(ix) => {
+                            let src = ((b * x.h + iy) * x.w + ix) * c;
+                            tap.copy_from_slice(&x.data[src..src + c]);
+                        }
+                        None => tap.fill(0.0),
+                    }
                 }
             }
         }
-        col
     }
 }
 

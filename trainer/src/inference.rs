@@ -66,13 +66,13 @@ impl Classifier {
         let rows = |values: Vec<f32>| -> Vec<Vec<f32>> {
             values.chunks(classes).map(<[f32]>::to_vec).collect()
         };
-        let plain = self.forward(flat.clone(), inputs.len(), side)?;
         if !self.tta {
-            return Ok(rows(plain));
+            return Ok(rows(self.forward(flat, inputs.len(), side)?));
         }
         // Each image's mirror: reverse every row of every channel plane.
-        let mut mirrored = flat;
+        let mut mirrored = flat.clone();
         mirrored.chunks_mut(side).for_each(<[f32]>::reverse);
+        let plain = self.forward(flat, inputs.len(), side)?;
         let mirrored = self.forward(mirrored, inputs.len(), side)?;
         Ok(plain
             .chunks(classes)
@@ -113,8 +113,7 @@ impl Classifier {
         let preprocessor = &self.preprocessor;
         let decode = |path: &PathBuf| -> Result<Vec<f32>, String> {
             let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-            if preprocessor.allow_truncated && petal_shared::preprocess::jpeg_is_truncated(&bytes)
-            {
+            if preprocessor.allow_truncated && petal_shared::preprocess::jpeg_is_truncated(&bytes) {
                 eprintln!(
                     "warning: {}: image file is truncated; classifying what it holds",
                     path.display()
