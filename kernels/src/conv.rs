@@ -106,6 +106,19 @@ impl Conv2d {
     /// # Panics
     /// If `x` has the wrong channel count or `residual` the wrong shape.
     pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, relu: bool) -> Nhwc {
+        self.forward_into(x, residual, relu, Vec::new())
+    }
+
+    /// [`forward`](Self::forward) writing into `buffer`, a spare allocation whose contents are
+    /// ignored. Reusing the buffers of activations that are no longer needed spares the
+    /// allocator a round trip to the kernel (and the page faults) for every layer.
+    pub fn forward_into(
+        &self,
+        x: &Nhwc,
+        residual: Option<&Nhwc>,
+        relu: bool,
+        mut buffer: Vec<f32>,
+    ) -> Nhwc {
         assert_eq!(x.c, self.c_in, "input channels");
         let (oh, ow) = self.out_size(x.h, x.w);
         let rows = x.n * oh * ow;
@@ -116,7 +129,20 @@ impl Conv2d {
                 "residual shape"
             );
         }
-        let mut out = vec![0.0f32; rows * self.c_out];
+        // Every output value is written by the GEMM, so a large enough buffer is used as it is
+        // (its old values are valid floats); a smaller one is dropped rather than grown, which
+        // would copy its stale contents.
+        let len = rows * self.c_out;
+        let mut out = if buffer.capacity() >= len {
+            buffer
+        } else {
+            Vec::new()
+        };
+        if out.len() >= len {
+            out.truncate(len);
+        } else {
+            out.resize(len, 0.0);
+        }
         let [kh, kw] = self.kernel;
         // A 1×1, stride-1, unpadded convolution reads its input rows as they are.
         let direct = kh == 1 && kw == 1 && self.stride == 1 && self.padding == 0;

@@ -89,26 +89,58 @@ impl FoldedResNet {
 
     /// Pooled features before the head: `[n, h, w, 3]` → `[n, feature_dim]`.
     fn features(&self, x: Nhwc) -> Vec<f32> {
-        let x = self.stem.forward(&x, None, true);
-        let mut x = max_pool(&x, 3, 2, 1);
+        let mut spare = Spare::default();
+        let stem = self.stem.forward(&x, None, true);
+        spare.give(x);
+        let mut x = max_pool(&stem, 3, 2, 1);
+        spare.give(stem);
         for block in &self.blocks {
             let identity = block
                 .downsample
                 .as_ref()
-                .map(|d| d.forward(&x, None, false));
+                .map(|d| d.forward_into(&x, None, false, spare.take()));
             let (last, inner) = block
                 .convs
                 .split_last()
                 .expect("a residual block has convolutions");
-            let out = inner
-                .iter()
-                .fold(None::<Nhwc>, |acc, conv| {
-                    Some(conv.forward(acc.as_ref().unwrap_or(&x), None, true))
-                })
-                .expect("a residual block has at least two convolutions");
-            x = last.forward(&out, Some(identity.as_ref().unwrap_or(&x)), true);
+            let mut out: Option<Nhwc> = None;
+            for conv in inner {
+                let next = conv.forward_into(out.as_ref().unwrap_or(&x), None, true, spare.take());
+                if let Some(done) = out.replace(next) {
+                    spare.give(done);
+                }
+            }
+            let out = out.expect("a residual block has at least two convolutions");
+            let next = last.forward_into(
+                &out,
+                Some(identity.as_ref().unwrap_or(&x)),
+                true,
+                spare.take(),
+            );
+            spare.give(out);
+            spare.give(std::mem::replace(&mut x, next));
+            if let Some(identity) = identity {
+                spare.give(identity);
+            }
         }
         global_avg_pool(&x)
+    }
+}
+
+/// Allocations of activations that are no longer needed, for the next layers' outputs.
+#[derive(Default)]
+struct Spare(Vec<Vec<f32>>);
+
+impl Spare {
+    /// The largest spare buffer: a layer's output is rarely larger than an earlier activation
+    /// of the same pass, so it seldom has to grow.
+    fn take(&mut self) -> Vec<f32> {
+        let largest = (0..self.0.len()).max_by_key(|&i| self.0[i].capacity());
+        largest.map_or_else(Vec::new, |i| self.0.swap_remove(i))
+    }
+
+    fn give(&mut self, x: Nhwc) {
+        self.0.push(x.data);
     }
 }
 
