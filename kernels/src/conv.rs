@@ -117,7 +117,7 @@ impl Conv2d {
         x: &Nhwc,
         residual: Option<&Nhwc>,
         relu: bool,
-        mut buffer: Vec<f32>,
+        buffer: Vec<f32>,
     ) -> Nhwc {
         assert_eq!(x.c, self.c_in, "input channels");
         let (oh, ow) = self.out_size(x.h, x.w);
