@@ -97,7 +97,7 @@ fn check(arch: Arch) {
 
     let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [n, 3, 224, 224]), &device);
     let want = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
-    let folded = FoldedResNet::new(&model).unwrap();
+    let folded = FoldedResNet::new(model).unwrap();
     assert_eq!(folded.num_classes(), 10);
     let got = folded.forward(&images, n, 224, 224);
 
@@ -144,7 +144,7 @@ fn batching_does_not_change_logits() {
     let model = ResNetConfig::new(Arch::ResNet18, 4)
         .init(&device)
         .map(&mut RandomBatchNorms::default());
-    let folded = FoldedResNet::new(&model).unwrap();
+    let folded = FoldedResNet::new(model).unwrap();
     let side = 64;
     let per = 3 * side * side;
     let images: Vec<f32> = (0..7 * per)

@@ -37,7 +37,7 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
     );
 
     let (shape, input) = read_npy::<f32>(&reference.file("input.npy"));
-    let folded = FoldedResNet::new(&model)
+    let folded = FoldedResNet::new(model.clone())
         .unwrap()
         .forward(&input, shape[0], shape[2], shape[3]);
     let x = Tensor::<4>::from_data(TensorData::new(input, shape.clone()), &device);

@@ -71,8 +71,7 @@ fn run_one(arch: Arch, batch: usize, backend: &str, folded: bool, quick: bool) {
     );
     let budget = Duration::from_secs(if quick { 3 } else { 10 });
     let secs = if folded {
-        let net = FoldedResNet::new(&model).unwrap();
-        drop(model);
+        let net = FoldedResNet::new(model).unwrap();
         let images = x.into_data().try_into_vec::<f32>().unwrap();
         time(
             || {

@@ -40,7 +40,7 @@ impl Classifier {
         let net = if fold {
             // The burn module is dropped once folded: only one copy of the weights stays.
             Network::Folded(
-                FoldedResNet::new(&model)
+                FoldedResNet::new(model)
                     .with_context(|| format!("cannot prepare {} for the CPU", path.display()))?,
             )
         } else {

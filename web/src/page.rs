@@ -130,7 +130,7 @@ impl Classifier {
         let Bundle { meta, model } =
             Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
         let net = if backend == "cpu" {
-            Network::Cpu(FoldedResNet::new(&model).map_err(js_err)?)
+            Network::Cpu(FoldedResNet::new(model).map_err(js_err)?)
         } else {
             Network::Gpu { model, device }
         };

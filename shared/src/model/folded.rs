@@ -43,14 +43,17 @@ pub struct FoldedResNet {
 
 impl FoldedResNet {
     /// Folds `model` (in inference mode: its BatchNorm running statistics are used). The
-    /// weights are copied; `model` can be dropped afterwards.
-    pub fn new(model: &ResNet) -> Result<Self, FoldError> {
+    /// network is consumed block by block, each block's tensors freed once folded, so memory
+    /// holds little more than one copy of the weights at any time (pass a clone to keep it).
+    pub fn new(model: ResNet) -> Result<Self, FoldError> {
         let stem = fold(&model.conv1, &model.bn1)?;
-        let blocks = [&model.layer1, &model.layer2, &model.layer3, &model.layer4]
+        let mut blocks = Vec::new();
+        for block in [model.layer1, model.layer2, model.layer3, model.layer4]
             .into_iter()
             .flatten()
-            .map(fold_block)
-            .collect::<Result<_, _>>()?;
+        {
+            blocks.push(fold_block(&block)?);
+        }
         let [d_in, d_out] = model.fc.weight.shape().dims::<2>();
         let weight = read(model.fc.weight.val(), "the head's weights")?;
         let bias = match &model.fc.bias {
