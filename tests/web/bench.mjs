@@ -1,5 +1,6 @@
 // Petal's web benchmark (called by scripts/bench-web, which builds the page and bundles):
 //   node bench.mjs --dist DIR --bundles DIR --photos DIR [--n 3] [--only NAME,NAME]
+//                  [--backends webgpu,cpu]
 // For every bundle folder in BUNDLES and each backend (WebGPU on SwiftShader, the CPU
 // fallback), loads the page in headless Chromium, classifies N photos and prints per-image
 // preprocessing and inference times (median), the model load time and the download size.
@@ -26,7 +27,8 @@ const server = await serve({ "/": args.dist, "/bundles/": args.bundles });
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rows = [];
 
-for (const webgpu of [true, false]) {
+const backends = (args.backends || "webgpu,cpu").split(",");
+for (const webgpu of [true, false].filter((w) => backends.includes(w ? "webgpu" : "cpu"))) {
   const { browser, context } = await launch({ webgpu });
   for (const b of bundles) {
     const meta = JSON.parse(fs.readFileSync(path.join(args.bundles, b, "petal.json"), "utf8"));
