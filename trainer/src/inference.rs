@@ -19,8 +19,9 @@ pub struct Classifier {
 
 /// The network that computes the logits.
 enum Network {
-    /// burn's module on a GPU (or any device other than the CPU).
-    Burn { model: ResNet, device: Device },
+    /// burn's module on a GPU (or any device other than the CPU). Boxed: the module's struct
+    /// is large and there is one per process.
+    Burn { model: Box<ResNet>, device: Device },
     /// On the CPU: BatchNorm folded into the convolutions, channels-last kernels.
     Folded(FoldedResNet),
 }
@@ -44,7 +45,10 @@ impl Classifier {
                     .with_context(|| format!("cannot prepare {} for the CPU", path.display()))?,
             )
         } else {
-            Network::Burn { model, device }
+            Network::Burn {
+                model: Box::new(model),
+                device,
+            }
         };
         Ok(Self {
             preprocessor: meta.preprocessor(),
