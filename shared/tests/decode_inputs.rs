@@ -5,6 +5,10 @@ use petal_shared::{PreprocessError, Preprocessor};
 use std::io::Cursor;
 
 mod common;
+#[path = "common/png.rs"]
+mod png;
+
+use png::png_claiming;
 
 fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut buf = Cursor::new(Vec::new());
@@ -116,45 +120,9 @@ fn truncated_jpeg_is_refused_like_pillow_unless_allowed() {
     assert!(lenient.decode(&jpeg[..100]).is_err());
 }
 
-/// CRC-32 (IEEE) for hand-built PNG chunks.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        png.extend((data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend(data);
-        png.extend(&body);
-        png.extend(crc32(&body).to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend(width.to_be_bytes());
-    ihdr.extend(height.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
-    chunk(b"IHDR", &ihdr);
-    // An empty zlib stream: decoders read the header up to here before touching pixels.
-    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    png
-}
-
 #[test]
 fn decompression_bomb_is_refused_before_allocating() {
-    let err = decode(&png_header_only(30_000, 30_000)).unwrap_err();
+    let err = decode(&png_claiming(30_000, 30_000)).unwrap_err();
     match &err {
         PreprocessError::TooLarge { width, height, .. } => {
             assert_eq!((*width, *height), (30_000, 30_000))
@@ -164,7 +132,7 @@ fn decompression_bomb_is_refused_before_allocating() {
     assert!(err.to_string().contains("30000x30000"));
     // A header that claims a plausible size but has no pixel data fails as a decode error.
     assert!(matches!(
-        decode(&png_header_only(64, 64)),
+        decode(&png_claiming(64, 64)),
         Err(PreprocessError::Decode { .. })
     ));
 }

@@ -4,6 +4,9 @@
 //! on one line naming it, a JPEG cut off mid-stream is refused like Pillow refuses it, and a
 //! clean run on a machine without a display prints nothing on stderr.
 
+#[path = "../../shared/tests/common/png.rs"]
+mod png;
+
 use crate::eval::bundle;
 use crate::util::{fixtures, petal_bin, photo, python, read_npy, tempdir};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
@@ -11,6 +14,7 @@ use petal_shared::Preprocessor;
 use petal_trainer::data::Sample;
 use petal_trainer::data::augment::Augment;
 use petal_trainer::train::batches::{Augmented, load_batch};
+use png::png_claiming;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -320,42 +324,6 @@ fn jpeg_cut_mid_stream_is_refused_like_pillow_unless_allowed() {
 
 /// What must happen to a corpus file: classified, or refused with a reason containing this.
 type Expect = Option<&'static str>;
-
-/// CRC-32 (IEEE) for hand-built PNG chunks.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A PNG whose header claims `width × height` and whose data is an empty zlib stream.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        png.extend((data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend(data);
-        png.extend(&body);
-        png.extend(crc32(&body).to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend(width.to_be_bytes());
-    ihdr.extend(height.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    png
-}
 
 /// A small real JPEG whose frame header (SOF0) is rewritten to claim `side × side`.
 fn jpeg_claiming(side: u16) -> Vec<u8> {
