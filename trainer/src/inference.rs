@@ -60,7 +60,7 @@ impl Classifier {
 
     /// Logits for a batch of preprocessed `[3, S, S]` tensors.
     pub fn logits(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
-        let side = self.preprocessor.crop;
+        let side = self.preprocessor.image_size;
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
         let classes = self.meta.classes.len();
         let rows = |values: Vec<f32>| -> Vec<Vec<f32>> {
@@ -113,8 +113,7 @@ impl Classifier {
         let preprocessor = &self.preprocessor;
         let decode = |path: &PathBuf| -> Result<Vec<f32>, String> {
             let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-            if preprocessor.allow_truncated && petal_shared::preprocess::jpeg_is_truncated(&bytes)
-            {
+            if preprocessor.allow_truncated && petal_shared::preprocess::jpeg_is_truncated(&bytes) {
                 eprintln!(
                     "warning: {}: image file is truncated; classifying what it holds",
                     path.display()
