@@ -150,7 +150,7 @@ impl BundleMeta {
     pub fn preprocessor(&self) -> Preprocessor {
         Preprocessor {
             resize: self.resize,
-            crop: self.image_size,
+            image_size: self.image_size,
             mean: self.mean,
             std: self.std,
             max_pixels: DEFAULT_MAX_PIXELS,

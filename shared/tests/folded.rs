@@ -74,7 +74,7 @@ fn like_trained(mut model: ResNet) -> ResNet {
 
 fn photos(side: usize) -> (Vec<f32>, usize) {
     let pre = Preprocessor::default();
-    assert_eq!(pre.crop, side);
+    assert_eq!(pre.image_size, side);
     let names = ["sk_flower.jpg", "chelsea.png", "crop_300x452.png"];
     let mut flat = Vec::new();
     for name in names {

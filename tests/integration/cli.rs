@@ -1,7 +1,7 @@
 //! The `petal` binary end to end: preprocess, import, predict.
 
 use crate::reference::{PHOTO, resnet18};
-use crate::util::{Run, fixtures, logits, petal, photo, predict_one, read_npy, tempdir};
+use crate::util::{Run, fixtures, logits, petal, petal_bin, photo, predict_one, read_npy, tempdir};
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -150,7 +150,8 @@ fn predict_reports_bad_files_and_keeps_going() {
             photo("small_200x150.png").as_os_str(),
         ],
     );
-    let err = run.failure();
+    run.skipped();
+    let err = run.stderr();
     assert!(err.contains("empty.png") && err.contains("empty"), "{err}");
     let records: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
     assert!(records[0]["error"].as_str().unwrap().contains("empty"));
@@ -216,4 +217,109 @@ fn score_tta_averages_an_image_with_its_mirror() {
         let expected = (plain[i] + mirrored[i]) / 2.0;
         assert!((s - expected).abs() < 2e-6, "class {i}: {s} vs {expected}");
     }
+}
+
+/// The README's exit-status rule, command by command: 0 when every input was handled, 2 when
+/// `predict`/`score`/`eval` finished but skipped some, 1 for an error (a usage error included,
+/// which clap alone would report as 2 — "skipped" to a script).
+#[test]
+fn exit_status_is_0_all_good_2_inputs_skipped_1_error() {
+    let dir = tempdir();
+    let model = crate::eval::bundle();
+    let m = model.to_str().unwrap();
+    let good = photo("small_200x150.png");
+    let good = good.to_str().unwrap();
+    std::fs::create_dir_all(dir.path().join("imgs")).unwrap();
+    std::fs::copy(good, dir.path().join("imgs/good.png")).unwrap();
+
+    petal(dir.path(), ["predict", "--model", m, good]).success();
+    petal(
+        dir.path(),
+        ["score", "--model", m, "--images", "imgs", "-o", "a.csv"],
+    )
+    .success();
+
+    std::fs::write(dir.path().join("imgs/bad.jpg"), b"not a jpeg").unwrap();
+    let run = petal(dir.path(), ["predict", "--model", m, good, "imgs/bad.jpg"]);
+    run.skipped();
+    assert!(run.stderr().contains("bad.jpg"), "{}", run.stderr());
+    let run = petal(
+        dir.path(),
+        [
+            "score", "--model", m, "--images", "imgs", "--output", "b.csv",
+        ],
+    );
+    run.skipped();
+    assert!(run.stderr().contains("bad.jpg"), "{}", run.stderr());
+    let csv = std::fs::read_to_string(dir.path().join("b.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "header + the readable image:\n{csv}"
+    );
+
+    petal(dir.path(), ["predict", "--model", "nowhere", good]).failure();
+    petal(
+        dir.path(),
+        ["score", "--model", m, "--images", "none", "-o", "c.csv"],
+    )
+    .failure();
+    let err = petal(dir.path(), ["predict", "--modle", m, good]).failure();
+    assert!(err.contains("--modle"), "{err}");
+    // --help and --version are answers, not errors.
+    petal(dir.path(), ["predict", "--help"]).success();
+}
+
+/// `--device` is one option of `petal` itself: accepted before the command, after it, and from
+/// PETAL_DEVICE; an unknown backend is an error that lists the choices.
+#[test]
+fn device_is_one_global_option() {
+    let dir = tempdir();
+    let m = crate::eval::bundle().to_str().unwrap().to_string();
+    let good = photo("small_200x150.png");
+    let good = good.to_str().unwrap();
+    let before = petal(
+        dir.path(),
+        ["--device", "cpu", "predict", "--model", &m, good],
+    )
+    .success();
+    let after = petal(
+        dir.path(),
+        ["predict", "--device", "cpu", "--model", &m, good],
+    )
+    .success();
+    assert_eq!(before, after);
+    let out = std::process::Command::new(petal_bin())
+        .current_dir(dir.path())
+        .env("PETAL_DEVICE", "nonsense")
+        .args(["predict", "--model", &m, good])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nonsense") && err.contains("cpu"), "{err}");
+}
+
+/// The old spellings keep working: `--out` for the output and `--crop` for the image size.
+#[test]
+fn old_flag_spellings_are_aliases() {
+    let dir = tempdir();
+    let img = photo("crop_300x452.png");
+    let img = img.to_str().unwrap();
+    for (i, args) in [
+        ["--image-size", "64", "-o", "a.npy"],
+        ["--crop", "64", "--output", "b.npy"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut argv = vec!["preprocess", img, "--resize", "72"];
+        argv.extend(args);
+        petal(dir.path(), argv).success();
+        let name = ["a.npy", "b.npy"][i];
+        let (shape, _) = read_npy::<f32>(&dir.path().join(name));
+        assert_eq!(shape, [3, 64, 64], "{args:?}");
+    }
+    let a = std::fs::read(dir.path().join("a.npy")).unwrap();
+    assert_eq!(a, std::fs::read(dir.path().join("b.npy")).unwrap());
 }

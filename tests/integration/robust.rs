@@ -102,7 +102,7 @@ fn max_rss_mib(time_stderr: &str) -> f64 {
     kib / 1024.0
 }
 
-/// `petal preprocess IMAGE --resize R --crop C -o OUT` under `/usr/bin/time -v` (when the
+/// `petal preprocess IMAGE --resize R --image-size C -o OUT` under `/usr/bin/time -v` (when the
 /// machine has it): the tensor, and the peak RSS in MiB.
 fn preprocess(dir: &Path, image: &Path, resize: usize, crop: usize) -> (Vec<f32>, Option<f64>) {
     let out = dir.join("ours.npy");
@@ -111,7 +111,7 @@ fn preprocess(dir: &Path, image: &Path, resize: usize, crop: usize) -> (Vec<f32>
         image.into(),
         "--resize".into(),
         resize.to_string().into(),
-        "--crop".into(),
+        "--image-size".into(),
         crop.to_string().into(),
         "-o".into(),
         out.clone().into(),
@@ -567,8 +567,8 @@ fn hostile_files_are_classified_or_reported_by_name_everywhere() {
     let (out, stderr) = petal(dir.path(), &args);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "some files are unreadable:\n{stderr}"
+        Some(2),
+        "some files are unreadable: exit 2 (inputs skipped):\n{stderr}"
     );
     let records: Value = serde_json::from_slice(&out.stdout).unwrap();
     for (record, (name, e)) in records.as_array().unwrap().iter().zip(&expect) {
@@ -599,7 +599,7 @@ fn hostile_files_are_classified_or_reported_by_name_everywhere() {
             os("scores.csv"),
         ],
     );
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "inputs skipped: {stderr}");
     check_stderr(&stderr, &expect, "score");
     let csv = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
     let good: Vec<&String> = expect
@@ -632,7 +632,7 @@ fn hostile_files_are_classified_or_reported_by_name_everywhere() {
             os("--json"),
         ],
     );
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "inputs skipped: {stderr}");
     check_stderr(&stderr, &expect, "eval");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["images"], good.len() + 4);

@@ -324,3 +324,57 @@ fn completions_cover_every_subcommand_for_bash_zsh_and_fish() {
     let err = petal(dir.path(), ["completions", "tcsh"]).failure();
     assert!(err.contains("tcsh"), "{err}");
 }
+
+/// One convention across commands: whatever a command writes is `-o`/`--output` (the old
+/// `--out` only as a hidden alias), the network's input size is `--image-size` (never a
+/// visible `--crop`), and no command declares its own `--device` — it is `petal`'s.
+#[test]
+fn every_command_spells_shared_flags_the_same_way() {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let device = cli
+        .get_arguments()
+        .find(|a| a.get_id() == "device")
+        .expect("a global --device");
+    assert!(device.is_global_set());
+    let mut with_output = Vec::new();
+    for sub in cli.get_subcommands() {
+        let name = sub.get_name();
+        let mut subs = vec![sub];
+        subs.extend(sub.get_subcommands());
+        for cmd in subs {
+            for arg in cmd.get_arguments() {
+                let long = arg.get_long().unwrap_or_default();
+                assert_ne!(long, "device", "{name} declares its own --device");
+                assert!(
+                    !matches!(long, "out" | "crop" | "output-dir" | "outdir"),
+                    "{name}: --{long} is not the convention"
+                );
+                let visible = arg.get_visible_aliases().unwrap_or_default();
+                assert!(
+                    !visible.iter().any(|a| *a == "out" || *a == "crop"),
+                    "{name}: old spelling shown in --help"
+                );
+                if long == "output" {
+                    assert_eq!(arg.get_short(), Some('o'), "{name}: --output without -o");
+                    with_output.push(name.to_string());
+                }
+            }
+        }
+    }
+    for name in [
+        "preprocess",
+        "import",
+        "download",
+        "export",
+        "score",
+        "eval",
+        "train",
+        "demo",
+    ] {
+        assert!(
+            with_output.iter().any(|n| n == name),
+            "{name} has no -o/--output"
+        );
+    }
+}

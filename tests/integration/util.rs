@@ -86,17 +86,31 @@ impl Run {
         );
         self.stdout()
     }
-    /// Asserts failure and returns stderr.
+    /// Asserts an error (exit status 1, the README's rule for "an error stopped the
+    /// command") and returns stderr.
     #[track_caller]
     pub fn failure(&self) -> String {
-        assert!(
-            !self.output.status.success(),
-            "petal unexpectedly succeeded:\n{}",
+        let err = self.stderr();
+        assert_eq!(
+            self.output.status.code(),
+            Some(1),
+            "expected an error (exit 1):\nstdout:\n{}\nstderr:\n{err}",
             self.stdout()
         );
-        let err = self.stderr();
         assert!(!err.contains("panicked"), "petal panicked:\n{err}");
         err
+    }
+    /// Asserts a finished run that skipped some inputs (exit status 2) and returns stdout.
+    #[track_caller]
+    pub fn skipped(&self) -> String {
+        assert_eq!(
+            self.output.status.code(),
+            Some(2),
+            "expected exit 2 (some inputs skipped):\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self.stdout()
     }
 }
 

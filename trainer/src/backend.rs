@@ -39,19 +39,68 @@ impl DeviceArg {
         match self {
             DeviceArg::Cpu => Ok(cpu()),
             #[cfg(feature = "cuda")]
-            DeviceArg::Cuda | DeviceArg::Auto => Ok(Backend {
-                device: Device::cuda(0),
-                name: "CUDA device 0".to_string(),
-            }),
+            DeviceArg::Cuda => cuda_backend(),
+            #[cfg(feature = "cuda")]
+            DeviceArg::Auto => Ok(cuda_backend().unwrap_or_else(|e| {
+                log::info!("not using CUDA: {e}");
+                auto_without_cuda()
+            })),
             #[cfg(feature = "wgpu")]
             DeviceArg::Wgpu => wgpu_backend(true),
             #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-            DeviceArg::Auto => Ok(wgpu_backend(false).unwrap_or_else(|e| {
-                log::info!("using the CPU: {e}");
-                cpu()
-            })),
+            DeviceArg::Auto => Ok(auto_without_cuda()),
             #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
             DeviceArg::Auto => Ok(cpu()),
+        }
+    }
+}
+
+/// `auto` once CUDA is ruled out: a hardware wgpu adapter if this build has wgpu, else the CPU.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn auto_without_cuda() -> Backend {
+    let cpu = || Backend {
+        device: Device::flex(),
+        name: format!("CPU (flex, {} threads)", rayon::current_num_threads()),
+    };
+    #[cfg(feature = "wgpu")]
+    return wgpu_backend(false).unwrap_or_else(|e| {
+        log::info!("using the CPU: {e}");
+        cpu()
+    });
+    #[cfg(not(feature = "wgpu"))]
+    cpu()
+}
+
+/// CUDA device 0, checked to exist the way the wgpu branch checks for an adapter: burn's CUDA
+/// runtime starts on the first tensor and panics when there is no driver or no GPU, so one
+/// tiny tensor is placed and read back here, with the panic turned into an error that names
+/// the way out.
+#[cfg(feature = "cuda")]
+fn cuda_backend() -> Result<Backend> {
+    use burn::tensor::{Tensor, TensorData};
+    let device = Device::cuda(0);
+    let probe = device.clone();
+    let hook = std::panic::take_hook();
+    // The runtime's panic message is replaced by our error; silence the default report.
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = std::panic::catch_unwind(move || {
+        Tensor::<1>::from_data(TensorData::new(vec![1.0f32], [1]), &probe).into_data()
+    });
+    std::panic::set_hook(hook);
+    match started {
+        Ok(_) => Ok(Backend {
+            device,
+            name: "CUDA device 0".to_string(),
+        }),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("the CUDA runtime did not start");
+            anyhow::bail!(
+                "no usable CUDA GPU ({why}); install the NVIDIA driver or use --device wgpu/cpu"
+            )
         }
     }
 }

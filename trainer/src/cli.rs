@@ -3,6 +3,7 @@
 //! It lives in the library, not in `main.rs`, so that tests can parse the README's commands
 //! with the very same [`Cli`] the binary uses, and so `petal completions` can describe it.
 
+use crate::backend::DeviceArg;
 use crate::commands;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -16,6 +17,11 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Compute backend of `train`, `eval`, `score` and `predict` (default: the fastest this
+    /// build has). One option for every command, so scripts can set it once (or through
+    /// PETAL_DEVICE); `import`, `export` and `demo` always run on the CPU.
+    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE", global = true)]
+    pub device: DeviceArg,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -71,16 +77,29 @@ pub fn version_text() -> &'static str {
     TEXT.as_str()
 }
 
-/// Runs a parsed command.
-pub fn run(command: Command) -> Result<ExitCode> {
+/// Exit status of a command whose every input was handled.
+pub const EXIT_OK: u8 = 0;
+/// Exit status of a command that failed: bad arguments, an unreadable model, a write error.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status of `predict`, `score` and `eval` when they finished but skipped some inputs
+/// (unreadable images, each reported on stderr): the output is usable, yet incomplete.
+pub const EXIT_SKIPPED: u8 = 2;
+
+/// The exit code of a command that processed its inputs and skipped `skipped` of them.
+pub fn exit_for_skipped(skipped: usize) -> ExitCode {
+    ExitCode::from(if skipped == 0 { EXIT_OK } else { EXIT_SKIPPED })
+}
+
+/// Runs a parsed command on the device the global `--device` names.
+pub fn run(command: Command, device: DeviceArg) -> Result<ExitCode> {
     match command {
         Command::Preprocess(args) => commands::preprocess::run(args),
         Command::Import(args) => commands::import::run(args),
-        Command::Predict(args) => commands::predict::run(args),
-        Command::Train(args) => commands::train::run(args),
-        Command::Score(args) => commands::score::run(args),
+        Command::Predict(args) => commands::predict::run(args, device),
+        Command::Train(args) => commands::train::run(args, device),
+        Command::Score(args) => commands::score::run(args, device),
         Command::Demo(args) => commands::demo::run(args),
-        Command::Eval(args) => commands::eval::run(args),
+        Command::Eval(args) => commands::eval::run(args, device),
         Command::Download(args) => commands::download::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Serve(args) => commands::serve::run(args),

@@ -64,7 +64,7 @@ impl Classifier {
 
     /// Logits for a batch of preprocessed `[3, S, S]` tensors.
     pub fn logits(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
-        let side = self.preprocessor.crop;
+        let side = self.preprocessor.image_size;
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
         let classes = self.meta.classes.len();
         let rows = |values: Vec<f32>| -> Vec<Vec<f32>> {

@@ -5,7 +5,19 @@ use petal_trainer::cli::{self, Cli};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap's own exit status for a usage error is 2, which here means "some inputs skipped":
+    // a mistyped flag is an error like any other, so it exits 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() {
+                cli::EXIT_ERROR
+            } else {
+                cli::EXIT_OK
+            });
+        }
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -14,14 +26,14 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
-    match cli::run(cli.command) {
+    match cli::run(cli.command, cli.device) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(2)
+            ExitCode::from(cli::EXIT_ERROR)
         }
     }
 }

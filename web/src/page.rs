@@ -38,11 +38,11 @@ fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// The normalised input tensor (`[3, crop, crop]` CHW `f32`) for encoded image bytes — exactly
+/// The normalised input tensor (`[3, image_size, image_size]` CHW `f32`) for encoded image bytes — exactly
 /// what `petal preprocess` writes. Used by the parity test and the benchmark.
 #[wasm_bindgen]
-pub fn preprocess(bytes: &[u8], resize: usize, crop: usize) -> Result<Vec<f32>, JsError> {
-    let pre = Preprocessor::new(resize, crop).map_err(js_err)?;
+pub fn preprocess(bytes: &[u8], resize: usize, image_size: usize) -> Result<Vec<f32>, JsError> {
+    let pre = Preprocessor::new(resize, image_size).map_err(js_err)?;
     pre.tensor_from_bytes(bytes).map_err(js_err)
 }
 
@@ -180,7 +180,7 @@ impl Classifier {
 }
 
 async fn logits_for(inner: &Inner, tensor: Vec<f32>) -> Result<Vec<f32>, JsError> {
-    let side = inner.preprocessor.crop;
+    let side = inner.preprocessor.image_size;
     match &inner.net {
         Network::Cpu(net) => Ok(net.forward(&tensor, 1, side, side)),
         Network::Gpu { model, device } => {
@@ -197,7 +197,7 @@ async fn logits_for(inner: &Inner, tensor: Vec<f32>) -> Result<Vec<f32>, JsError
 }
 
 async fn warm_up(inner: &Inner) -> Result<(), JsError> {
-    let side = inner.preprocessor.crop;
+    let side = inner.preprocessor.image_size;
     logits_for(inner, vec![0.0; 3 * side * side]).await?;
     Ok(())
 }

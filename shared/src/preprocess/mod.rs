@@ -44,8 +44,9 @@ pub enum PreprocessError {
 pub struct Preprocessor {
     /// Shorter side after resizing (torchvision `Resize(resize)`).
     pub resize: usize,
-    /// Side of the square center crop (torchvision `CenterCrop(crop)`).
-    pub crop: usize,
+    /// Side of the square center crop (torchvision `CenterCrop(image_size)`): the network's
+    /// input size. Called `image_size` everywhere — recipe, bundle, CLI and here.
+    pub image_size: usize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// Decoded images with more pixels are rejected before their pixels are allocated.
@@ -60,7 +61,7 @@ impl Default for Preprocessor {
     fn default() -> Self {
         Self {
             resize: imagenet::RESIZE_V1,
-            crop: imagenet::CROP_SIZE,
+            image_size: imagenet::CROP_SIZE,
             mean: imagenet::MEAN,
             std: imagenet::STD,
             max_pixels: DEFAULT_MAX_PIXELS,
@@ -71,10 +72,10 @@ impl Default for Preprocessor {
 
 impl Preprocessor {
     /// ImageNet normalisation with the given resize and crop sizes.
-    pub fn new(resize: usize, crop: usize) -> Result<Self, PreprocessError> {
+    pub fn new(resize: usize, image_size: usize) -> Result<Self, PreprocessError> {
         let p = Self {
             resize,
-            crop,
+            image_size,
             ..Self::default()
         };
         p.validate()?;
@@ -83,10 +84,10 @@ impl Preprocessor {
 
     /// Checks the sizes: the crop must fit inside the resized image.
     pub fn validate(&self) -> Result<(), PreprocessError> {
-        if self.crop == 0 || self.resize < self.crop {
+        if self.image_size == 0 || self.resize < self.image_size {
             return Err(PreprocessError::InvalidSettings(format!(
-                "crop {} must be between 1 and the resize size {}",
-                self.crop, self.resize
+                "image size {} must be between 1 and the resize size {}",
+                self.image_size, self.resize
             )));
         }
         if self.resize > 16384 {
@@ -116,7 +117,7 @@ impl Preprocessor {
     /// ratio, where the full resize of a 1×65535 image would take 12.9 GB.
     pub fn resize_and_crop(&self, img: &RgbImage) -> RgbImage {
         let (w, h) = resized_dims(img.width(), img.height(), self.resize);
-        let crop = self.crop as u32;
+        let crop = self.image_size as u32;
         let window = Window {
             x: crop_offset(w, u64::from(crop)),
             y: crop_offset(h, u64::from(crop)),

@@ -1,6 +1,7 @@
 //! `petal demo`: the whole job offline on a generated dataset — train, score, check.
 
 use crate::backend::DeviceArg;
+use crate::commands::score;
 use crate::data::synth;
 use crate::train::{self, Recipe, RunSpec};
 use anyhow::{Context, Result};
@@ -14,8 +15,8 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Run folder.
-    #[arg(long, default_value = "runs/demo")]
-    out: PathBuf,
+    #[arg(short, long, alias = "out", default_value = "runs/demo")]
+    output: PathBuf,
     /// Images per class to train and validate on.
     #[arg(long, default_value_t = 80)]
     per_class: usize,
@@ -27,14 +28,14 @@ pub struct Args {
     batch_size: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Only write the photos (OUT/data, OUT/test), e.g. to try `petal train` on them.
+    /// Only write the photos (OUTPUT/data, OUTPUT/test), e.g. to try `petal train` on them.
     #[arg(long)]
     generate_only: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let data_dir = args.out.join("data");
-    let test_dir = args.out.join("test");
+    let data_dir = args.output.join("data");
+    let test_dir = args.output.join("test");
     println!(
         "generating {} images per class into {}",
         args.per_class,
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         data: data_dir,
         pretrained: None,
     };
-    let run_dir = args.out.join("run");
+    let run_dir = args.output.join("run");
     // A demo is re-runnable: it starts over in its own folder.
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir)
@@ -77,22 +78,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let summary = train::start(&spec, &recipe, &run_dir, &DeviceArg::Cpu.resolve()?.device)?;
 
-    let submission = args.out.join("submission.csv");
-    let score_args = crate::commands::score::Args {
-        model: summary.bundle.clone(),
-        images: test_dir.clone(),
-        out: submission.clone(),
-        columns: "file,label".into(),
-        probs: false,
-        tta: false,
-        allow_truncated: false,
-        batch_size: 16,
-        device: DeviceArg::Cpu,
+    let submission = args.output.join("submission.csv");
+    let options = score::Options {
+        batch_size: args.batch_size,
+        ..score::Options::default()
     };
-    let report = crate::commands::score::score(&score_args)?;
+    let report = score::score(
+        &summary.bundle,
+        &test_dir,
+        &submission,
+        &options,
+        DeviceArg::Cpu.resolve()?.device,
+    )?;
 
     // The generator knows the answers: check the submission against them.
-    let answers_path = args.out.join("test_labels.csv");
+    let answers_path = args.output.join("test_labels.csv");
     let answers: HashMap<String, String> = csv::Reader::from_path(&answers_path)
         .with_context(|| format!("cannot read {}", answers_path.display()))?
         .records()

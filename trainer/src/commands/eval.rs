@@ -31,8 +31,8 @@ pub struct Args {
     pub json: bool,
     /// Also write `confusion_matrix.csv`, `confusion_matrix.png` and `eval.json` into this
     /// folder (created if needed). Without it nothing is written to disk.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[arg(short, long, alias = "out")]
+    pub output: Option<PathBuf>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -40,9 +40,6 @@ pub struct Args {
     /// refusing them with "image file is truncated"; each such file gets a warning.
     #[arg(long)]
     pub allow_truncated: bool,
-    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
-    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
-    pub device: DeviceArg,
 }
 
 /// One ranked class of a misclassified file.
@@ -137,11 +134,11 @@ fn relative(path: &Path, root: &Path) -> String {
 }
 
 /// Runs the evaluation: checks classes before any image is read, then classifies every image.
-pub fn evaluate(args: &Args) -> Result<Report> {
+pub fn evaluate(args: &Args, device: DeviceArg) -> Result<Report> {
     // The folder first: listing is cheap and its errors (missing, empty class) are the
     // commonest mistake; loading a ResNet-101 takes seconds.
     let listed = ImageFolder::open(&args.data)?;
-    let mut classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
+    let mut classifier = Classifier::load(&args.model, device.resolve()?.device)?;
     classifier.preprocessor.allow_truncated = args.allow_truncated;
     let classes = classifier.classes().to_vec();
     check_classes(&classes, &listed.classes, &args.data)?;
@@ -324,13 +321,13 @@ fn write_outputs(dir: &Path, r: &Report) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
-    let report = evaluate(&args)?;
+pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
+    let report = evaluate(&args, device)?;
     // Unreadable images are part of the result, not a reason to stop: warn and go on.
     for f in &report.failed {
         eprintln!("warning: skipped {}: {}", f.file, f.error);
     }
-    if let Some(dir) = &args.out {
+    if let Some(dir) = &args.output {
         write_outputs(dir, &report)?;
         log::info!(
             "wrote confusion_matrix.csv/.png and eval.json to {}",
@@ -344,7 +341,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         writeln!(out)?;
     } else {
         write!(out, "{}", render_text(&report))?;
-        if let Some(dir) = &args.out {
+        if let Some(dir) = &args.output {
             writeln!(
                 out,
                 "\nwrote confusion_matrix.csv, confusion_matrix.png and eval.json to {}",
@@ -352,7 +349,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             )?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(crate::cli::exit_for_skipped(report.failed.len()))
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ pub struct Args {
     #[arg(long)]
     f16: bool,
     /// Bundle folder to write.
-    #[arg(short, long)]
-    out: PathBuf,
+    #[arg(short, long, alias = "out")]
+    output: PathBuf,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -30,7 +30,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         meta.precision = Precision::F16;
     }
     let source = meta.source.clone();
-    Bundle::new(meta, model)?.save(&args.out)?;
-    println!("{}: bundle from {source}", args.out.display());
+    Bundle::new(meta, model)?.save(&args.output)?;
+    println!("{}: bundle from {source}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }

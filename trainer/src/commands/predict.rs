@@ -34,9 +34,6 @@ pub struct Args {
     /// refusing them with "image file is truncated"; each such file gets a warning.
     #[arg(long)]
     allow_truncated: bool,
-    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
-    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
-    device: DeviceArg,
 }
 
 #[derive(Serialize)]
@@ -56,8 +53,8 @@ struct Label<'a> {
     prob: f32,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
-    let mut classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
+pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
+    let mut classifier = Classifier::load(&args.model, device.resolve()?.device)?;
     classifier.preprocessor.allow_truncated = args.allow_truncated;
     let outcomes = classifier.classify_files(&args.images, args.batch_size, |_| {})?;
     let k = args.top_k.max(1);
@@ -111,9 +108,5 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(crate::cli::exit_for_skipped(failed))
 }

@@ -4,6 +4,7 @@ use crate::backend::DeviceArg;
 use crate::data::folder::list_images;
 use crate::inference::Classifier;
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use petal_shared::classify::{softmax, top_k_indices};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,11 +18,11 @@ pub struct Args {
     #[arg(long)]
     pub images: PathBuf,
     /// Output CSV.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(short, long, alias = "out")]
+    pub output: PathBuf,
     /// Header names for the file and class columns (e.g. `id,label`).
-    #[arg(long, default_value = "file,label")]
-    pub columns: String,
+    #[arg(long, default_value = "file,label", value_parser = parse_columns)]
+    pub columns: Columns,
     /// Add one probability column per class.
     #[arg(long)]
     pub probs: bool,
@@ -34,9 +35,46 @@ pub struct Args {
     /// refusing them with "image file is truncated"; each such file gets a warning.
     #[arg(long)]
     pub allow_truncated: bool,
-    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
-    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
-    pub device: DeviceArg,
+}
+
+/// Header names of the file and class columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    pub file: String,
+    pub label: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            file: "file".into(),
+            label: "label".into(),
+        }
+    }
+}
+
+fn parse_columns(s: &str) -> Result<Columns, String> {
+    match s.split(',').map(str::trim).collect::<Vec<_>>()[..] {
+        [file, label] if !file.is_empty() && !label.is_empty() => Ok(Columns {
+            file: file.into(),
+            label: label.into(),
+        }),
+        _ => Err(format!(
+            "expected two names separated by a comma (e.g. id,label), got '{s}'"
+        )),
+    }
+}
+
+/// How to score: everything but the model, the folder and the output file.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub columns: Columns,
+    /// One probability column per class.
+    pub probs: bool,
+    /// Average each image's probabilities with its mirror image's.
+    pub tta: bool,
+    pub batch_size: usize,
+    pub allow_truncated: bool,
 }
 
 /// Rows written and files that could not be read.
@@ -45,32 +83,34 @@ pub struct ScoreReport {
     pub failed: Vec<(PathBuf, String)>,
 }
 
-pub fn score(args: &Args) -> Result<ScoreReport> {
-    let columns: Vec<&str> = args.columns.split(',').map(str::trim).collect();
-    let [file_col, label_col] = columns[..] else {
-        bail!(
-            "--columns needs two names separated by a comma, got '{}'",
-            args.columns
-        );
-    };
-    let mut classifier = Classifier::load(&args.model, args.device.resolve()?.device)?;
-    classifier.tta = args.tta;
-    classifier.preprocessor.allow_truncated = args.allow_truncated;
-    let files = list_images(&args.images)?;
+/// Classifies every image under `images` with the bundle at `model` on `device` and writes
+/// the CSV to `output` (atomically: a failed run leaves no half file).
+pub fn score(
+    model: &Path,
+    images: &Path,
+    output: &Path,
+    options: &Options,
+    device: Device,
+) -> Result<ScoreReport> {
+    let mut classifier = Classifier::load(model, device)?;
+    classifier.tta = options.tta;
+    classifier.preprocessor.allow_truncated = options.allow_truncated;
+    let files = list_images(images)?;
     if files.is_empty() {
-        bail!("no images under {}", args.images.display());
+        bail!("no images under {}", images.display());
     }
     let bar = indicatif::ProgressBar::new(files.len() as u64);
-    let outcomes = classifier.classify_files(&files, args.batch_size, |n| bar.inc(n as u64))?;
+    let outcomes =
+        classifier.classify_files(&files, options.batch_size.max(1), |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
 
     let mut csv = csv::Writer::from_writer(Vec::new());
     let mut header = vec![
-        file_col.to_string(),
-        label_col.to_string(),
+        options.columns.file.clone(),
+        options.columns.label.clone(),
         "prob".to_string(),
     ];
-    if args.probs {
+    if options.probs {
         header.extend(classifier.classes().iter().cloned());
     }
     csv.write_record(&header)?;
@@ -83,13 +123,13 @@ pub fn score(args: &Args) -> Result<ScoreReport> {
             Ok(logits) => {
                 let probs = softmax(&logits);
                 let best = top_k_indices(&probs, 1)[0];
-                let name = relative(path, &args.images);
+                let name = relative(path, images);
                 let mut row = vec![
                     name,
                     classifier.classes()[best].clone(),
                     format!("{:.6}", probs[best]),
                 ];
-                if args.probs {
+                if options.probs {
                     row.extend(probs.iter().map(|p| format!("{p:.6}")));
                 }
                 csv.write_record(&row)?;
@@ -99,8 +139,8 @@ pub fn score(args: &Args) -> Result<ScoreReport> {
         }
     }
     let bytes = csv.into_inner().context("cannot finish the CSV")?;
-    petal_shared::bundle::write_atomic(&args.out, &bytes)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    petal_shared::bundle::write_atomic(output, &bytes)
+        .with_context(|| format!("cannot write {}", output.display()))?;
     Ok(report)
 }
 
@@ -111,16 +151,24 @@ fn relative(path: &Path, root: &Path) -> String {
         .to_string()
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
-    let report = score(&args)?;
+pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
+    let options = Options {
+        columns: args.columns,
+        probs: args.probs,
+        tta: args.tta,
+        batch_size: args.batch_size,
+        allow_truncated: args.allow_truncated,
+    };
+    let device = device.resolve()?.device;
+    let report = score(&args.model, &args.images, &args.output, &options, device)?;
     for (path, err) in &report.failed {
         eprintln!("warning: skipped {}: {err}", path.display());
     }
     println!(
         "wrote {} rows to {} ({} unreadable)",
         report.rows,
-        args.out.display(),
+        args.output.display(),
         report.failed.len()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(crate::cli::exit_for_skipped(report.failed.len()))
 }

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, required_unless_present_any = ["resume", "print_recipe"])]
     pub data: Option<PathBuf>,
     /// Continue the interrupted run in this folder from its last checkpoint.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "config", "pretrained", "out"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "config", "pretrained", "output"])]
     pub resume: Option<PathBuf>,
     /// Recipe file (TOML); default: the built-in recipe.
     #[arg(long)]
@@ -52,11 +52,8 @@ pub struct Args {
     #[arg(long)]
     pub resize: Option<usize>,
     /// Run folder (default: runs/<timestamp>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Compute backend (default: the fastest this build has; env PETAL_DEVICE).
-    #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE")]
-    pub device: DeviceArg,
+    #[arg(short, long, alias = "out")]
+    pub output: Option<PathBuf>,
 }
 
 fn parse_stage_epochs(s: &str) -> Result<(String, usize), String> {
@@ -121,14 +118,14 @@ impl Args {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
     if args.print_recipe {
         print!("{DEFAULT_RECIPE}");
         return Ok(ExitCode::SUCCESS);
     }
     let result = match &args.resume {
         Some(run_dir) => {
-            let backend = args.device.resolve()?;
+            let backend = device.resolve()?;
             println!("resuming {} on {}", run_dir.display(), backend.name);
             train::handle_ctrl_c()?;
             train::resume(run_dir, &backend.device)
@@ -141,9 +138,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             };
             // Folder mistakes first: they need no GPU to be found.
             train::check_data(&spec, &recipe)?;
-            let backend = args.device.resolve()?;
+            let backend = device.resolve()?;
             train::handle_ctrl_c()?;
-            let out = args.out.clone().unwrap_or_else(|| {
+            let out = args.output.clone().unwrap_or_else(|| {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());

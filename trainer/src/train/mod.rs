@@ -452,7 +452,7 @@ fn evaluate(
                 return Ok(true);
             }
             let labels = batch.labels.clone();
-            let (x, y) = batch.into_tensors(pre.crop, device);
+            let (x, y) = batch.into_tensors(pre.image_size, device);
             let logits = model.forward(x);
             loss_sum +=
                 f64::from(loss_fn.forward(logits.clone(), y).into_scalar::<f32>()) * n as f64;
