@@ -189,8 +189,4 @@ impl Checkpoints {
             .from_bytes(Bytes::from_bytes_vec(self.read(file)?))
             .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", self.dir.join(file).display()))
     }
-
-    pub fn best_path(&self) -> PathBuf {
-        self.dir.join(BEST_FILE)
-    }
 }

@@ -26,6 +26,7 @@ use burn::prelude::*;
 use checkpoint::{Best, Checkpoints, State};
 use indicatif::{ProgressBar, ProgressStyle};
 use petal_shared::bundle::write_atomic;
+use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::import::{Head, load_torchvision};
 use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet, ResNetConfig};
 use rand::SeedableRng;
@@ -456,13 +457,19 @@ fn evaluate(
             let logits = model.forward(x);
             loss_sum +=
                 f64::from(loss_fn.forward(logits.clone(), y).into_scalar::<f32>()) * n as f64;
-            let pred = logits
-                .argmax(1)
+            // The predicted class by `petal eval`'s rule (top-1 of the softmax, ties to the
+            // lower index), so a run's validation accuracy and `eval` on the same images agree.
+            let classes = logits.dims()[1];
+            let values = logits
                 .into_data()
-                .convert::<i64>()
-                .try_to_vec::<i64>()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            correct += values
+                .chunks(classes)
+                .zip(&labels)
+                .filter(|(row, l)| top_k_indices(&softmax(row), 1).first() == Some(&(**l as usize)))
+                .count();
             count += n;
             Ok(true)
         },
