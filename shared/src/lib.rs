@@ -15,6 +15,8 @@
 pub mod bundle;
 pub mod classify;
 pub mod files;
+#[cfg(feature = "fs")]
+pub mod fs;
 pub mod imagenet;
 #[cfg(feature = "import")]
 pub mod import;

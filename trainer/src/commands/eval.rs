@@ -297,7 +297,7 @@ fn write_outputs(dir: &Path, r: &Report) -> Result<()> {
     let mut json = serde_json::to_vec_pretty(r)?;
     json.push(b'\n');
     let path = dir.join("eval.json");
-    petal_shared::bundle::write_atomic(&path, &json)
+    petal_shared::fs::write_atomic(&path, &json)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

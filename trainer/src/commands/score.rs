@@ -102,7 +102,7 @@ pub fn score(
     };
     let class_columns = options.probs.then(|| classifier.classes());
     let bytes = score_csv(&options.columns, class_columns, rows)?.into_bytes();
-    petal_shared::bundle::write_atomic(output, &bytes)
+    petal_shared::fs::write_atomic(output, &bytes)
         .with_context(|| format!("cannot write {}", output.display()))?;
     Ok(report)
 }
