@@ -363,14 +363,16 @@ function clearResults() {
 
 // ---- Input: picker, folder, drag and drop, paste ----------------------------------------
 
-// A folder's path relative to the folder itself, as `petal score --images FOLDER` names it.
-function relativeToTop(path) {
-  const parts = path.split("/").filter(Boolean);
-  return parts.length > 1 ? parts.slice(1).join("/") : parts.join("/");
-}
-
-function hidden(path) {
-  return path.split("/").some((p) => p.startsWith("."));
+// Files from a chosen or dropped folder, as `petal score --images FOLDER` takes them: images
+// only, hidden entries skipped, named relative to the folder, in its row order. The rules are
+// petal-shared's (`files.rs`), called through wasm. `topIsFolder`: the paths start with the
+// folder's own name, which the row names leave out.
+function folderItems(items, topIsFolder) {
+  const w = state.wasm;
+  return items
+    .map(({ file, path }) => ({ file, path: topIsFolder ? w.folderRelative(path) : path }))
+    .filter(({ path }) => !w.isHidden(path) && w.isImageName(path))
+    .sort((a, b) => w.comparePaths(a.path, b.path));
 }
 
 async function readDirectory(dirEntry) {
@@ -405,26 +407,14 @@ async function onDrop(event) {
     const found = [];
     for (const e of entries) await filesFromEntry(e, found);
     const oneFolder = entries.length === 1;
-    items = found
-      .map(({ file, fullPath }) => ({
-        file,
-        path: oneFolder ? relativeToTop(fullPath) : fullPath.replace(/^\//, ""),
-      }))
-      .filter(({ path }) => !hidden(path))
-      .sort((a, b) => comparePaths(a.path, b.path));
+    items = folderItems(
+      found.map(({ file, fullPath }) => ({ file, path: fullPath.replace(/^\//, "") })),
+      oneFolder,
+    );
   } else {
     items = [...dt.files].map((file) => ({ file, path: file.name }));
   }
   enqueue(items);
-}
-
-function comparePaths(a, b) {
-  const pa = a.split("/");
-  const pb = b.split("/");
-  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
-    if (pa[i] !== pb[i]) return pa[i] < pb[i] ? -1 : 1;
-  }
-  return pa.length - pb.length;
 }
 
 function onPaste(event) {
@@ -446,11 +436,8 @@ function wireInput() {
     e.target.value = "";
   });
   $("folder-input").addEventListener("change", (e) => {
-    const items = [...e.target.files]
-      .map((file) => ({ file, path: relativeToTop(file.webkitRelativePath || file.name) }))
-      .filter(({ path }) => !hidden(path))
-      .sort((a, b) => comparePaths(a.path, b.path));
-    enqueue(items);
+    const items = [...e.target.files].map((file) => ({ file, path: file.webkitRelativePath || file.name }));
+    enqueue(folderItems(items, true));
     e.target.value = "";
   });
   const zone = document.documentElement;

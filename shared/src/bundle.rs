@@ -264,5 +264,3 @@ fn load_weights(meta: &BundleMeta, bytes: Vec<u8>, device: &Device) -> Result<Re
 
 #[cfg(feature = "fs")]
 mod fs;
-#[cfg(feature = "fs")]
-pub use fs::write_atomic;

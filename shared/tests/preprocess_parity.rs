@@ -150,10 +150,10 @@ fn pillow_decode(photo: &Path, out: &Path) {
 /// difference on JPEGs is the decoder, not our resize, crop or normalisation.
 #[test]
 fn jpeg_with_pillow_pixels_is_bit_identical() {
-    let tmp = std::env::temp_dir().join(format!("petal-pillow-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    // Removed when dropped, even when an assertion below fails.
+    let tmp = tempfile::tempdir().unwrap();
     for photo in photos("jpg") {
-        let out = tmp.join("decoded.npy");
+        let out = tmp.path().join("decoded.npy");
         pillow_decode(&photo, &out);
         let (shape, pixels) = npy::<u8>(&out);
         let img = RgbImage::from_raw(shape[1] as u32, shape[0] as u32, pixels).unwrap();
@@ -175,5 +175,4 @@ fn jpeg_with_pillow_pixels_is_bit_identical() {
             );
         }
     }
-    std::fs::remove_dir_all(&tmp).ok();
 }

@@ -1,5 +1,6 @@
 //! Petal's cross-crate integration tests: one binary, one module per area.
 
+mod augment;
 mod cli;
 mod download;
 mod eval;

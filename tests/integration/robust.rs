@@ -13,7 +13,7 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use petal_shared::Preprocessor;
 use petal_trainer::data::Sample;
 use petal_trainer::data::augment::Augment;
-use petal_trainer::train::batches::{Augmented, load_batch};
+use petal_trainer::data::batches::{Augmented, load_batch};
 use png::png_claiming;
 use serde_json::Value;
 use std::collections::BTreeMap;

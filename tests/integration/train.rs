@@ -19,26 +19,32 @@ fn demo_trains_scores_and_exports() {
             "48",
             "--batch-size",
             "8",
+            "--json",
         ],
     )
     .success();
     let d = dir.path().join("d");
+    let report: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{out}"));
     // Training learnt something: a 5-class problem has 20% chance accuracy.
-    let acc: f64 = out
-        .split("validation accuracy ")
-        .nth(1)
-        .and_then(|s| s.split('%').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no accuracy in:\n{out}"));
-    assert!(acc > 60.0, "validation accuracy {acc}%:\n{out}");
-    // And on the held-out folder, scored through the exported bundle.
-    let test_acc: f64 = out
-        .split("correct (")
-        .nth(1)
-        .and_then(|s| s.split('%').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no test accuracy in:\n{out}"));
-    assert!(test_acc >= 70.0, "test accuracy {test_acc}%:\n{out}");
+    let acc = report["val_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "validation accuracy {acc}: {report}");
+    // And on the held-out folder (10 per class), scored through the exported bundle.
+    let (right, total) = (
+        report["test_correct"].as_u64().unwrap(),
+        report["test_total"].as_u64().unwrap(),
+    );
+    assert_eq!(total, 50, "{report}");
+    assert!(right * 10 >= total * 7, "test {right}/{total}: {report}");
+    assert_eq!(
+        std::path::PathBuf::from(report["bundle"].as_str().unwrap()),
+        std::path::Path::new("d/run/bundle")
+    );
+    assert!(
+        dir.path()
+            .join(report["submission"].as_str().unwrap())
+            .is_file()
+    );
 
     let metrics = std::fs::read_to_string(d.join("run/metrics.csv")).unwrap();
     let lines: Vec<&str> = metrics.lines().collect();
@@ -51,9 +57,18 @@ fn demo_trains_scores_and_exports() {
         "the recipe halves the rate every 2 epochs:\n{metrics}"
     );
 
-    // The curves are drawn from those rows.
-    let curves = image::open(d.join("run/curves.png")).unwrap();
-    assert!(curves.width() > 300 && curves.height() > 200);
+    // The curves are drawn from those rows: the chart's size, and each of the three lines
+    // (train loss, validation loss, validation accuracy) is there in its colour.
+    let curves = image::open(d.join("run/curves.png")).unwrap().to_rgb8();
+    assert_eq!(curves.dimensions(), petal_trainer::plot::CURVES_SIZE);
+    for (name, c) in [
+        ("train loss", petal_trainer::plot::TRAIN_COLOUR),
+        ("val loss", petal_trainer::plot::VAL_COLOUR),
+        ("val accuracy", petal_trainer::plot::ACC_COLOUR),
+    ] {
+        let drawn = curves.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
+        assert!(drawn > 100, "{name}: {drawn} pixels in its colour");
+    }
 
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("run/bundle/petal.json")).unwrap()).unwrap();
@@ -243,7 +258,9 @@ fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
         "the run should have stopped early:\n{metrics}"
     );
 
-    let resumed = petal(dir.path(), ["train", "--resume", "b", "--device", "cpu"]).success();
+    let resumed = petal(dir.path(), ["train", "--resume", "b", "--device", "cpu"]);
+    resumed.success();
+    let resumed = resumed.stderr();
     assert!(resumed.contains("resuming after epoch"), "{resumed}");
 
     // Shuffling and augmentation are functions of (seed, epoch, step) and the optimiser state
@@ -303,14 +320,17 @@ fn staged_recipe_runs_head_finetune_and_polish_from_pretrained_weights() {
     );
     // (epoch, lr, stage): Adam halves every 2 epochs, and fine-tuning continues that schedule;
     // the polish is momentum SGD at 1e-8.
-    let plan: Vec<(&str, &str, &str)> = rows[1..].iter().map(|r| (r[0], r[1], r[5])).collect();
+    let plan: Vec<(&str, f64, &str)> = rows[1..]
+        .iter()
+        .map(|r| (r[0], r[1].parse().unwrap(), r[5]))
+        .collect();
     assert_eq!(
         plan,
         [
-            ("1", "0.001", "head"),
-            ("2", "0.001", "head"),
-            ("3", "0.0005", "finetune"),
-            ("4", "0.00000001", "polish")
+            ("1", 0.001, "head"),
+            ("2", 0.001, "head"),
+            ("3", 0.0005, "finetune"),
+            ("4", 1e-8, "polish")
         ]
     );
     let recipe = std::fs::read_to_string(dir.path().join("r/recipe.toml")).unwrap();

@@ -16,8 +16,8 @@ use petal_shared::{Arch, Preprocessor, ResNetConfig};
 use petal_trainer::backend::DeviceArg;
 use petal_trainer::data::Sample;
 use petal_trainer::data::augment::Augment;
+use petal_trainer::data::batches::{Augmented, load_batch};
 use petal_trainer::data::folder::list_images;
-use petal_trainer::train::batches::{Augmented, load_batch};
 use std::path::PathBuf;
 use std::time::Instant;
 

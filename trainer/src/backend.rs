@@ -28,9 +28,9 @@ pub struct Backend {
 }
 
 impl DeviceArg {
-    /// The device, checked to exist. A missing GPU is an error here (or, for `auto`, a fall
-    /// back to the CPU) rather than a panic inside the backend later. GPUs come up lazily, on
-    /// the first tensor placed on them.
+    /// The device, checked to exist: wgpu by asking for an adapter, CUDA by starting its
+    /// runtime on one tiny tensor. A missing GPU is an error here (or, for `auto`, a fall back
+    /// to the next backend) rather than a panic inside the backend later.
     pub fn resolve(self) -> Result<Backend> {
         let cpu = || Backend {
             device: Device::flex(),

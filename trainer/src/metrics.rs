@@ -193,7 +193,7 @@ impl ConfusionMatrix {
     /// Writes [`Self::to_csv`] to `path` atomically (a reader never sees half a file).
     pub fn write_csv(&self, path: &Path, classes: &[String]) -> Result<()> {
         let bytes = self.to_csv(classes)?;
-        petal_shared::bundle::write_atomic(path, &bytes)
+        petal_shared::fs::write_atomic(path, &bytes)
             .with_context(|| format!("cannot write {}", path.display()))
     }
 

@@ -14,6 +14,6 @@ pub fn write_f32(path: &Path, data: &[f32], shape: &[u64]) -> Result<()> {
         .begin_nd()?;
     writer.extend(data.iter().copied())?;
     writer.finish()?;
-    petal_shared::bundle::write_atomic(path, &buf)
+    petal_shared::fs::write_atomic(path, &buf)
         .with_context(|| format!("cannot write {}", path.display()))
 }

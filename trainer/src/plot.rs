@@ -6,6 +6,7 @@
 //! pixels come out on a bare CI machine and on a desktop.
 
 use crate::metrics::ConfusionMatrix;
+use crate::train::EpochMetrics;
 use anyhow::{Context, Result, anyhow, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -48,7 +49,7 @@ fn render_png(
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .context("cannot encode PNG")?;
-    petal_shared::bundle::write_atomic(path, &png)
+    petal_shared::fs::write_atomic(path, &png)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -201,83 +202,6 @@ fn text_width(text: &str, size: u32) -> u32 {
         .map_or(text.len() as u32 * size, |(w, _)| w)
 }
 
-/// One epoch's row of `metrics.csv`; `None` where the cell is empty or not finite.
-#[derive(Debug, Clone, PartialEq)]
-struct Epoch {
-    epoch: f64,
-    train_loss: Option<f64>,
-    val_loss: Option<f64>,
-    val_accuracy: Option<f64>,
-}
-
-/// Reads the training log: header `epoch,lr,train_loss,val_loss,val_accuracy`, one row per
-/// epoch. Columns are found by name, so added columns (a `stage`, a timestamp) do not matter.
-fn read_metrics(path: &Path) -> Result<Vec<Epoch>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read training metrics {}", path.display()))?;
-    if text.trim().is_empty() {
-        bail!("training metrics {} is empty", path.display());
-    }
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .with_context(|| format!("cannot read the header of {}", path.display()))?
-        .clone();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .with_context(|| {
-                format!(
-                    "{} has no '{name}' column (header: {})",
-                    path.display(),
-                    header.iter().collect::<Vec<_>>().join(",")
-                )
-            })
-    };
-    let [epoch, train_loss, val_loss, val_accuracy] =
-        ["epoch", "train_loss", "val_loss", "val_accuracy"].map(column);
-    let (epoch, train_loss, val_loss, val_accuracy) =
-        (epoch?, train_loss?, val_loss?, val_accuracy?);
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let record = record.with_context(|| format!("{} line {line}", path.display()))?;
-        let cell = |col: usize, name: &str| -> Result<Option<f64>> {
-            let raw = record.get(col).unwrap_or("").trim();
-            if raw.is_empty() {
-                return Ok(None);
-            }
-            let v: f64 = raw.parse().with_context(|| {
-                format!(
-                    "{} line {line}: {name} '{raw}' is not a number",
-                    path.display()
-                )
-            })?;
-            // A diverged loss is logged as NaN or inf: leave a gap instead of breaking the axes.
-            Ok(v.is_finite().then_some(v))
-        };
-        let Some(e) = cell(epoch, "epoch")? else {
-            bail!("{} line {line}: no epoch number", path.display());
-        };
-        rows.push(Epoch {
-            epoch: e,
-            train_loss: cell(train_loss, "train_loss")?,
-            val_loss: cell(val_loss, "val_loss")?,
-            val_accuracy: cell(val_accuracy, "val_accuracy")?,
-        });
-    }
-    if rows.is_empty() {
-        bail!(
-            "training metrics {} has a header but no epochs",
-            path.display()
-        );
-    }
-    Ok(rows)
-}
-
 /// The stretches of consecutive present points: a line runs through each, so a missing value
 /// (empty cell, NaN) shows as a gap rather than a bridge between its neighbours.
 fn runs(points: &[Option<(f64, f64)>]) -> Vec<Vec<(f64, f64)>> {
@@ -288,27 +212,31 @@ fn runs(points: &[Option<(f64, f64)>]) -> Vec<Vec<(f64, f64)>> {
         .collect()
 }
 
-const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180);
-const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
-const ACC_COLOUR: RGBColor = RGBColor(44, 160, 44);
+/// Line colours of the training curves (train loss, validation loss, validation accuracy):
+/// public so tests can find each line in the PNG.
+pub const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180);
+pub const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
+pub const ACC_COLOUR: RGBColor = RGBColor(44, 160, 44);
 
 /// Size of the training-curves image.
 pub const CURVES_SIZE: (u32, u32) = (1000, 420);
 
 /// Plots training and validation loss (left) and validation accuracy (right) against the epoch
-/// from the trainer's `metrics.csv`, into `png`. Errors name the file: missing, empty, a header
-/// without rows, a missing column, a cell that is not a number. Empty and non-finite cells are
-/// left out of the lines (points are drawn too, so a one-epoch run still shows).
-pub fn training_curves_png(metrics_csv: &Path, png: &Path) -> Result<()> {
-    let rows = read_metrics(metrics_csv)?;
-    let first = rows.iter().map(|r| r.epoch).fold(f64::INFINITY, f64::min);
-    let last = rows
-        .iter()
-        .map(|r| r.epoch)
-        .fold(f64::NEG_INFINITY, f64::max);
+/// from the run's rows (what `metrics.csv` holds), into `png`. Non-finite values (a diverged
+/// loss, an accuracy of an empty validation set) are left out of the lines; points are drawn
+/// too, so a one-epoch run still shows.
+pub fn training_curves_png(rows: &[EpochMetrics], png: &Path) -> Result<()> {
+    if rows.is_empty() {
+        bail!("no epochs to plot");
+    }
+    let at = |r: &EpochMetrics| r.epoch as f64;
+    let first = rows.iter().map(at).fold(f64::INFINITY, f64::min);
+    let last = rows.iter().map(at).fold(f64::NEG_INFINITY, f64::max);
     let epochs = (first - 0.5)..(last + 0.5);
-    let series = |f: fn(&Epoch) -> Option<f64>| -> Vec<Option<(f64, f64)>> {
-        rows.iter().map(|r| f(r).map(|v| (r.epoch, v))).collect()
+    let series = |f: fn(&EpochMetrics) -> f64| -> Vec<Option<(f64, f64)>> {
+        rows.iter()
+            .map(|r| Some(f(r)).filter(|v| v.is_finite()).map(|v| (at(r), v)))
+            .collect()
     };
     let train = series(|r| r.train_loss);
     let val = series(|r| r.val_loss);
@@ -326,14 +254,7 @@ pub fn training_curves_png(metrics_csv: &Path, png: &Path) -> Result<()> {
     } else {
         1.0
     };
-    let integer_epochs = rows.iter().all(|r| r.epoch.fract() == 0.0);
-    let epoch_label = move |e: &f64| {
-        if integer_epochs {
-            format!("{e:.0}")
-        } else {
-            format!("{e:.1}")
-        }
-    };
+    let epoch_label = |e: &f64| format!("{e:.0}");
     let n_epochs = rows.len();
 
     render_png(png, CURVES_SIZE, |root| {
@@ -494,21 +415,33 @@ mod tests {
         assert!(err.to_string().contains("3 class names"), "{err}");
     }
 
+    fn rows(values: &[(usize, f64, f64, f64)]) -> Vec<EpochMetrics> {
+        values
+            .iter()
+            .map(
+                |&(epoch, train_loss, val_loss, val_accuracy)| EpochMetrics {
+                    epoch,
+                    lr: 0.001,
+                    train_loss,
+                    val_loss,
+                    val_accuracy,
+                    stage: "head".into(),
+                },
+            )
+            .collect()
+    }
+
     #[test]
-    fn curves_png_from_metrics_with_extra_columns() {
+    fn curves_png_draws_every_series_and_skips_non_finite_values() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("metrics.csv");
-        std::fs::write(
-            &csv,
-            "epoch,lr,train_loss,val_loss,val_accuracy,stage\n\
-             1,0.001,1.61,1.50,0.30,head\n\
-             2,0.001,1.20,1.10,0.55,head\n\
-             3,0.0005,0.90,NaN,0.70,all\n\
-             4,0.0005,0.70,0.85,,all\n",
-        )
-        .unwrap();
         let png = dir.path().join("curves.png");
-        training_curves_png(&csv, &png).unwrap();
+        let rows = rows(&[
+            (1, 1.61, 1.50, 0.30),
+            (2, 1.20, 1.10, 0.55),
+            (3, 0.90, f64::NAN, 0.70),
+            (4, 0.70, 0.85, f64::INFINITY),
+        ]);
+        training_curves_png(&rows, &png).unwrap();
         let (size, colours) = inspect(&png);
         assert_eq!(size, CURVES_SIZE);
         assert!(colours > 20, "{colours} colours");
@@ -520,11 +453,6 @@ mod tests {
                 "no line in {c:?}"
             );
         }
-        let rows = read_metrics(&csv).unwrap();
-        assert_eq!(rows.len(), 4);
-        assert_eq!(rows[2].val_loss, None);
-        assert_eq!(rows[3].val_accuracy, None);
-        assert_eq!(rows[3].train_loss, Some(0.70));
     }
 
     #[test]
@@ -538,51 +466,14 @@ mod tests {
     }
 
     #[test]
-    fn curves_png_single_epoch() {
+    fn curves_png_single_epoch_and_no_epochs() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("metrics.csv");
-        std::fs::write(
-            &csv,
-            "epoch,lr,train_loss,val_loss,val_accuracy\n1,0.001,1.6,1.5,0.3\n",
-        )
-        .unwrap();
         let png = dir.path().join("curves.png");
-        training_curves_png(&csv, &png).unwrap();
+        training_curves_png(&rows(&[(1, 1.6, 1.5, 0.3)]), &png).unwrap();
         assert_eq!(inspect(&png).0, CURVES_SIZE);
-    }
-
-    #[test]
-    fn curves_errors_name_the_problem() {
-        let dir = tempfile::tempdir().unwrap();
-        let png = dir.path().join("curves.png");
-        let err = |text: Option<&str>| {
-            let csv = dir.path().join("metrics.csv");
-            match text {
-                Some(t) => std::fs::write(&csv, t).unwrap(),
-                None => {
-                    let _ = std::fs::remove_file(&csv);
-                }
-            }
-            format!("{:#}", training_curves_png(&csv, &png).unwrap_err())
-        };
-        let e = err(None);
-        assert!(
-            e.contains("cannot read training metrics") && e.contains("metrics.csv"),
-            "{e}"
-        );
-        let e = err(Some(""));
-        assert!(e.contains("is empty"), "{e}");
-        let e = err(Some("epoch,lr,train_loss,val_loss,val_accuracy\n"));
-        assert!(e.contains("no epochs"), "{e}");
-        let e = err(Some("epoch,lr,train_loss,val_accuracy\n1,0.1,1,0.5\n"));
-        assert!(e.contains("no 'val_loss' column"), "{e}");
-        let e = err(Some(
-            "epoch,lr,train_loss,val_loss,val_accuracy\n1,0.1,abc,1,0.5\n",
-        ));
-        assert!(
-            e.contains("line 2") && e.contains("train_loss 'abc'"),
-            "{e}"
-        );
-        assert!(!png.exists(), "no PNG for a bad log");
+        std::fs::remove_file(&png).unwrap();
+        let err = training_curves_png(&[], &png).unwrap_err();
+        assert!(err.to_string().contains("no epochs"), "{err}");
+        assert!(!png.exists(), "no PNG without epochs");
     }
 }

@@ -1,9 +1,11 @@
 //! Petal in the browser: the wasm side of the web page.
 //!
-//! Everything that touches pixels or weights lives here and comes from `petal-shared` — the
-//! same preprocessing (`Preprocessor::tensor_from_bytes`), the same network (`ResNet`), the same
-//! bundle loader and the same softmax/top-k as the `petal` CLI. `web/app.js` only moves bytes
-//! and draws the page.
+//! Everything that touches pixels, weights or result rows lives here and comes from
+//! `petal-shared`, the code the `petal` CLI runs: the preprocessing
+//! (`Preprocessor::tensor_from_bytes`), the network (burn's `ResNet` on WebGPU, the folded
+//! `FoldedResNet` on the CPU fallback, as `petal predict` uses on the CPU), the bundle loader,
+//! softmax/top-k, and `petal score`'s file rules (which files of a folder, their names, their
+//! order) and CSV. `web/app.js` only moves bytes and draws the page.
 //!
 //! # WebGPU without blocking
 //!

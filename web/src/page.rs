@@ -226,3 +226,30 @@ async fn classify(inner: &Inner, bytes: &[u8], k: usize) -> Result<Outcome, JsEr
 pub fn score_csv(rows_json: &str) -> Result<String, JsError> {
     crate::score_csv::score_csv(rows_json).map_err(|e| JsError::new(&e))
 }
+
+// `petal score`'s file rules for the page's folder input and drops (`petal_shared::files`):
+// which files a folder contributes, their names and their order. The script only calls these.
+
+/// Whether a file found in a chosen folder is an image `petal score` would take.
+#[wasm_bindgen(js_name = isImageName)]
+pub fn is_image_name(name: &str) -> bool {
+    petal_shared::files::is_image_name(name)
+}
+
+/// Whether a path inside a chosen folder passes through a hidden entry (skipped).
+#[wasm_bindgen(js_name = isHidden)]
+pub fn is_hidden(path: &str) -> bool {
+    petal_shared::files::is_hidden(path)
+}
+
+/// A file's name relative to the folder the user chose.
+#[wasm_bindgen(js_name = folderRelative)]
+pub fn folder_relative(path: &str) -> String {
+    petal_shared::files::folder_relative(path)
+}
+
+/// `petal score`'s row order, as a JavaScript comparator (-1, 0, 1).
+#[wasm_bindgen(js_name = comparePaths)]
+pub fn compare_paths(a: &str, b: &str) -> i32 {
+    petal_shared::files::compare_paths(a, b) as i32
+}

@@ -1,28 +1,24 @@
-//! The batch table's "download CSV": the same bytes as `petal score` for the same files.
+//! The batch table's "download CSV": `petal-shared`'s [`score_csv`](petal_shared::score_csv),
+//! so the same files give the same bytes as `petal score`.
 
-/// The CSV `petal score` writes for the same files: header `file,label,prob`, one row per
-/// readable image in path order, probability with six decimals. `rows` is a JSON array of
-/// `[file, label, prob]`; failed files are left out, as `petal score` leaves them out.
+use petal_shared::score_csv::{Columns, ScoreRow, score_csv as shared_score_csv};
+
+/// `petal score`'s CSV (default columns, no per-class probabilities) for the page's rows: a
+/// JSON array of `[file, label, prob]`. Failed files have no row, as in `petal score`; the
+/// order is `petal score`'s whatever order the rows arrived in.
 pub fn score_csv(rows_json: &str) -> Result<String, String> {
-    let mut rows: Vec<(String, String, f32)> =
+    let rows: Vec<(String, String, f32)> =
         serde_json::from_str(rows_json).map_err(|e| e.to_string())?;
-    rows.sort_by(|a, b| path_key(&a.0).cmp(&path_key(&b.0)));
-    let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record(["file", "label", "prob"])
-        .map_err(|e| e.to_string())?;
-    for (file, label, prob) in rows {
-        csv.write_record([file, label, format!("{prob:.6}")])
-            .map_err(|e| e.to_string())?;
-    }
-    let bytes = csv.into_inner().map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|e| e.to_string())
-}
-
-/// Sort key equal to `PathBuf`'s ordering (component by component), which `petal score` uses.
-fn path_key(path: &str) -> Vec<&str> {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect()
+    let rows = rows
+        .into_iter()
+        .map(|(file, label, prob)| ScoreRow {
+            file,
+            label,
+            prob,
+            probs: Vec::new(),
+        })
+        .collect();
+    shared_score_csv(&Columns::default(), None, rows).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use crate::data::synth;
 use crate::train::{self, Recipe, RunSpec};
 use anyhow::{Context, Result};
 use petal_shared::Arch;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,15 +32,35 @@ pub struct Args {
     /// Only write the photos (OUTPUT/data, OUTPUT/test), e.g. to try `petal train` on them.
     #[arg(long)]
     generate_only: bool,
+    /// Print one JSON object with the results instead of the text report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a demo run found; `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct DemoReport {
+    /// Best validation accuracy (a fraction) and its epoch.
+    pub val_accuracy: f64,
+    pub best_epoch: usize,
+    /// The held-out test folder, scored through the exported bundle and checked against the
+    /// generator's answers.
+    pub test_correct: usize,
+    pub test_total: usize,
+    pub submission: PathBuf,
+    pub bundle: PathBuf,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let data_dir = args.output.join("data");
     let test_dir = args.output.join("test");
-    println!(
-        "generating {} images per class into {}",
-        args.per_class,
-        data_dir.display()
+    say(
+        &args,
+        format!(
+            "generating {} images per class into {}",
+            args.per_class,
+            data_dir.display()
+        ),
     );
     synth::write_dataset(&data_dir, &test_dir, args.per_class, 10, args.seed)?;
     if args.generate_only {
@@ -62,9 +83,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             0
         };
     }
-    println!(
-        "training resnet18 from scratch at {0}x{0} on the CPU for {1} epochs",
-        args.image_size, args.epochs
+    say(
+        &args,
+        format!(
+            "training resnet18 from scratch at {0}x{0} on the CPU for {1} epochs",
+            args.image_size, args.epochs
+        ),
     );
     let spec = RunSpec {
         data: data_dir,
@@ -106,17 +130,39 @@ pub fn run(args: Args) -> Result<ExitCode> {
         total += 1;
         right += usize::from(answers.get(&row[0]).is_some_and(|a| *a == row[1]));
     }
-    println!(
-        "validation accuracy {:.1}% (best epoch {}); held-out test folder: {right}/{total} correct ({:.1}%)",
-        summary.best_val_accuracy * 100.0,
-        summary.best_epoch,
-        100.0 * right as f64 / total.max(1) as f64
-    );
-    println!(
-        "submission: {} ({} rows); bundle: {}",
-        submission.display(),
-        report.rows,
-        summary.bundle.display()
-    );
+    let found = DemoReport {
+        val_accuracy: summary.best_val_accuracy,
+        best_epoch: summary.best_epoch,
+        test_correct: right,
+        test_total: total,
+        submission,
+        bundle: summary.bundle,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&found)?);
+    } else {
+        println!(
+            "validation accuracy {:.1}% (best epoch {}); held-out test folder: {right}/{total} correct ({:.1}%)",
+            found.val_accuracy * 100.0,
+            found.best_epoch,
+            100.0 * right as f64 / total.max(1) as f64
+        );
+        println!(
+            "submission: {} ({} rows); bundle: {}",
+            found.submission.display(),
+            report.rows,
+            found.bundle.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress line: on stdout in the text report, on stderr with `--json` (whose stdout is
+/// the one JSON object).
+fn say(args: &Args, line: String) {
+    if args.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
 }

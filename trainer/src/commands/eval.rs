@@ -6,7 +6,8 @@ use crate::data::ImageFolder;
 use crate::inference::Classifier;
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use anyhow::{Context, Result, bail};
-use petal_shared::classify::{softmax, top_k_indices};
+use petal_shared::classify::{Prediction, top_k};
+use petal_shared::files::relative;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -42,13 +43,6 @@ pub struct Args {
     pub allow_truncated: bool,
 }
 
-/// One ranked class of a misclassified file.
-#[derive(Debug, Clone, Serialize)]
-pub struct Ranked {
-    pub label: String,
-    pub prob: f32,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Misclassified {
     /// Path relative to the data folder.
@@ -56,7 +50,7 @@ pub struct Misclassified {
     #[serde(rename = "true")]
     pub truth: String,
     /// Most probable classes first; the first is the (wrong) prediction.
-    pub top: Vec<Ranked>,
+    pub top: Vec<Prediction>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,13 +120,6 @@ fn check_classes(bundle: &[String], folder: &[String], data: &Path) -> Result<()
     bail!(msg)
 }
 
-fn relative(path: &Path, root: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
-}
-
 /// Runs the evaluation: checks classes before any image is read, then classifies every image.
 pub fn evaluate(args: &Args, device: DeviceArg) -> Result<Report> {
     // The folder first: listing is cheap and its errors (missing, empty class) are the
@@ -168,9 +155,8 @@ pub fn evaluate(args: &Args, device: DeviceArg) -> Result<Report> {
                 continue;
             }
         };
-        let probs = softmax(&logits);
-        let top = top_k_indices(&probs, TOP.min(probs.len()));
-        let Some(&predicted) = top.first() else {
+        let top = top_k(&logits, &classes, TOP);
+        let Some(predicted) = top.first().map(|p| p.index) else {
             bail!("the model returned no outputs for {file}");
         };
         matrix.add(sample.label, predicted);
@@ -178,13 +164,7 @@ pub fn evaluate(args: &Args, device: DeviceArg) -> Result<Report> {
             misclassified.push(Misclassified {
                 file,
                 truth: classes[sample.label].clone(),
-                top: top
-                    .iter()
-                    .map(|&i| Ranked {
-                        label: classes[i].clone(),
-                        prob: probs[i],
-                    })
-                    .collect(),
+                top,
             });
         }
     }
@@ -317,7 +297,7 @@ fn write_outputs(dir: &Path, r: &Report) -> Result<()> {
     let mut json = serde_json::to_vec_pretty(r)?;
     json.push(b'\n');
     let path = dir.join("eval.json");
-    petal_shared::bundle::write_atomic(&path, &json)
+    petal_shared::fs::write_atomic(&path, &json)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -40,17 +40,11 @@ pub struct Args {
 struct Record<'a> {
     file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    top: Option<Vec<Label<'a>>>,
+    top: Option<&'a [Prediction]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     logits: Option<&'a [f32]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Label<'a> {
-    label: &'a str,
-    prob: f32,
 }
 
 pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
@@ -81,14 +75,7 @@ pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
             .zip(&preds)
             .map(|((path, outcome), pred)| Record {
                 file: path.display().to_string(),
-                top: pred.as_ref().map(|p| {
-                    p.iter()
-                        .map(|p| Label {
-                            label: &p.label,
-                            prob: p.prob,
-                        })
-                        .collect()
-                }),
+                top: pred.as_deref(),
                 logits: outcome
                     .as_ref()
                     .ok()

@@ -6,6 +6,9 @@ use crate::inference::Classifier;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use petal_shared::classify::{softmax, top_k_indices};
+use petal_shared::files::relative;
+pub use petal_shared::score_csv::Columns;
+use petal_shared::score_csv::{ScoreRow, score_csv};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,7 +24,7 @@ pub struct Args {
     #[arg(short, long, alias = "out")]
     pub output: PathBuf,
     /// Header names for the file and class columns (e.g. `id,label`).
-    #[arg(long, default_value = "file,label", value_parser = parse_columns)]
+    #[arg(long, default_value = "file,label")]
     pub columns: Columns,
     /// Add one probability column per class.
     #[arg(long)]
@@ -35,34 +38,6 @@ pub struct Args {
     /// refusing them with "image file is truncated"; each such file gets a warning.
     #[arg(long)]
     pub allow_truncated: bool,
-}
-
-/// Header names of the file and class columns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Columns {
-    pub file: String,
-    pub label: String,
-}
-
-impl Default for Columns {
-    fn default() -> Self {
-        Columns {
-            file: "file".into(),
-            label: "label".into(),
-        }
-    }
-}
-
-fn parse_columns(s: &str) -> Result<Columns, String> {
-    match s.split(',').map(str::trim).collect::<Vec<_>>()[..] {
-        [file, label] if !file.is_empty() && !label.is_empty() => Ok(Columns {
-            file: file.into(),
-            label: label.into(),
-        }),
-        _ => Err(format!(
-            "expected two names separated by a comma (e.g. id,label), got '{s}'"
-        )),
-    }
 }
 
 /// How to score: everything but the model, the folder and the output file.
@@ -104,51 +79,32 @@ pub fn score(
         classifier.classify_files(&files, options.batch_size.max(1), |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
 
-    let mut csv = csv::Writer::from_writer(Vec::new());
-    let mut header = vec![
-        options.columns.file.clone(),
-        options.columns.label.clone(),
-        "prob".to_string(),
-    ];
-    if options.probs {
-        header.extend(classifier.classes().iter().cloned());
-    }
-    csv.write_record(&header)?;
-    let mut report = ScoreReport {
-        rows: 0,
-        failed: Vec::new(),
-    };
+    let mut rows = Vec::with_capacity(files.len());
+    let mut failed = Vec::new();
     for (path, outcome) in files.iter().zip(outcomes) {
         match outcome {
             Ok(logits) => {
                 let probs = softmax(&logits);
                 let best = top_k_indices(&probs, 1)[0];
-                let name = relative(path, images);
-                let mut row = vec![
-                    name,
-                    classifier.classes()[best].clone(),
-                    format!("{:.6}", probs[best]),
-                ];
-                if options.probs {
-                    row.extend(probs.iter().map(|p| format!("{p:.6}")));
-                }
-                csv.write_record(&row)?;
-                report.rows += 1;
+                rows.push(ScoreRow {
+                    file: relative(path, images),
+                    label: classifier.classes()[best].clone(),
+                    prob: probs[best],
+                    probs,
+                });
             }
-            Err(e) => report.failed.push((path.clone(), e)),
+            Err(e) => failed.push((path.clone(), e)),
         }
     }
-    let bytes = csv.into_inner().context("cannot finish the CSV")?;
-    petal_shared::bundle::write_atomic(output, &bytes)
+    let report = ScoreReport {
+        rows: rows.len(),
+        failed,
+    };
+    let class_columns = options.probs.then(|| classifier.classes());
+    let bytes = score_csv(&options.columns, class_columns, rows)?.into_bytes();
+    petal_shared::fs::write_atomic(output, &bytes)
         .with_context(|| format!("cannot write {}", output.display()))?;
     Ok(report)
-}
-
-fn relative(path: &Path, root: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {

@@ -48,8 +48,9 @@ impl Augment {
     }
 }
 
-/// Rotates counter-clockwise by `degrees` about the centre, like PIL's `rotate` with NEAREST
-/// and fill 0: output pixel centres are mapped back into the source.
+/// Rotates counter-clockwise by `degrees` about the centre, exactly as Pillow's
+/// `Image.rotate(degrees, resample=NEAREST, fillcolor=0)` (what torchvision's `RandomRotation`
+/// runs on a PIL image): same size, uncovered corners black.
 pub fn rotate(img: &RgbImage, degrees: f32) -> RgbImage {
     rotate_region(img, degrees, 0, 0, img.width(), img.height())
 }
@@ -65,19 +66,116 @@ pub fn rotate_region(
     height: u32,
 ) -> RgbImage {
     let (w, h) = (img.width(), img.height());
-    let (sin, cos) = f64::from(degrees).to_radians().sin_cos();
-    let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
+    let source = PillowRotation::new(w, h, degrees);
     RgbImage::from_fn(width, height, |x, y| {
-        let dx = f64::from(x0 + x) + 0.5 - cx;
-        let dy = f64::from(y0 + y) + 0.5 - cy;
-        let sx = (cos * dx - sin * dy + cx).floor();
-        let sy = (sin * dx + cos * dy + cy).floor();
-        if sx >= 0.0 && sy >= 0.0 && sx < f64::from(w) && sy < f64::from(h) {
-            *img.get_pixel(sx as u32, sy as u32)
-        } else {
-            image::Rgb([0, 0, 0])
+        match source.pixel_for(x0 + x, y0 + y) {
+            Some((sx, sy)) => *img.get_pixel(sx, sy),
+            None => image::Rgb([0, 0, 0]),
         }
     })
+}
+
+/// Which source pixel Pillow's `rotate` copies into each output pixel. Pillow takes exact
+/// transposes for 0°, 180° and (square images) 90°/270°; otherwise it rounds the inverse
+/// rotation matrix to 15 decimals and walks the output in 16.16 fixed point (`affine_fixed` in
+/// its `Geometry.c`), flooring to the source pixel. The fixed-point steps are reproduced here,
+/// which is what makes the borders of the rotated picture land on the same pixels.
+enum PillowRotation {
+    Identity,
+    Half { w: u32, h: u32 },
+    Quarter { w: u32, h: u32, clockwise: bool },
+    Fixed { a: [i64; 6], w: u32, h: u32 },
+    Float { a: [f64; 6], w: u32, h: u32 },
+}
+
+impl PillowRotation {
+    fn new(w: u32, h: u32, degrees: f32) -> Self {
+        // Python's `angle % 360.0`.
+        let angle = f64::from(degrees).rem_euclid(360.0);
+        if angle == 0.0 {
+            return Self::Identity;
+        }
+        if angle == 180.0 {
+            return Self::Half { w, h };
+        }
+        if (angle == 90.0 || angle == 270.0) && w == h {
+            return Self::Quarter {
+                w,
+                h,
+                clockwise: angle == 270.0,
+            };
+        }
+        // Python's `round(v, 15)`: |v| <= 1, so v * 1e15 is exact enough to round as an integer.
+        let round15 = |v: f64| (v * 1e15).round_ties_even() / 1e15;
+        let radians = -angle.to_radians();
+        let (sin, cos) = radians.sin_cos();
+        let mut a = [
+            round15(cos),
+            round15(sin),
+            0.0,
+            round15(-sin),
+            round15(cos),
+            0.0,
+        ];
+        let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
+        a[2] = a[0] * -cx + a[1] * -cy + a[2] + cx;
+        a[5] = a[3] * -cx + a[4] * -cy + a[5] + cy;
+        let fits = |x: f64, y: f64| {
+            (x * a[0] + y * a[1] + a[2]).abs() < 32768.0
+                && (x * a[3] + y * a[4] + a[5]).abs() < 32768.0
+        };
+        let (fw, fh) = (f64::from(w), f64::from(h));
+        if fits(0.0, 0.0) && fits(fw, fh) && fits(0.0, fh) && fits(fw, 0.0) {
+            let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
+            Self::Fixed {
+                a: [
+                    fix(a[0]),
+                    fix(a[1]),
+                    fix(a[2] + a[0] * 0.5 + a[1] * 0.5),
+                    fix(a[3]),
+                    fix(a[4]),
+                    fix(a[5] + a[3] * 0.5 + a[4] * 0.5),
+                ],
+                w,
+                h,
+            }
+        } else {
+            // Pillow's floating-point walk, for images too large for 16.16 (over 32768 pixels
+            // from the centre). It accumulates per step; the direct products here can differ
+            // in the last bit on such images.
+            Self::Float { a, w, h }
+        }
+    }
+
+    fn pixel_for(&self, x: u32, y: u32) -> Option<(u32, u32)> {
+        let inside = |sx: i64, sy: i64, w: u32, h: u32| {
+            (sx >= 0 && sy >= 0 && sx < i64::from(w) && sy < i64::from(h))
+                .then_some((sx as u32, sy as u32))
+        };
+        match *self {
+            Self::Identity => Some((x, y)),
+            Self::Half { w, h } => Some((w - 1 - x, h - 1 - y)),
+            Self::Quarter { w, h, clockwise } => Some(if clockwise {
+                (y, h - 1 - x)
+            } else {
+                (w - 1 - y, x)
+            }),
+            Self::Fixed { a, w, h } => {
+                let (x, y) = (i64::from(x), i64::from(y));
+                let sx = (a[2] + y * a[1] + x * a[0]) >> 16;
+                let sy = (a[5] + y * a[4] + x * a[3]) >> 16;
+                inside(sx, sy, w, h)
+            }
+            Self::Float { a, w, h } => {
+                let (x, y) = (f64::from(x), f64::from(y));
+                let sx = a[2] + a[1] * 0.5 + a[0] * 0.5 + y * a[1] + x * a[0];
+                let sy = a[5] + a[4] * 0.5 + a[3] * 0.5 + y * a[4] + x * a[3];
+                // Pillow's COORD: anything below zero is outside.
+                let coord = |v: f64| if v < 0.0 { -1 } else { v as i64 };
+                inside(coord(sx), coord(sy), w, h)
+            }
+        }
+    }
 }
 
 /// torchvision's `RandomResizedCrop.get_params`: `(x, y, width, height)` inside the image.

@@ -2,41 +2,40 @@
 //! sorted sub-folder names, images are found recursively inside each.
 
 use anyhow::{Context, Result, bail};
+pub use petal_shared::files::{IMAGE_EXTENSIONS, is_image};
 use std::path::{Path, PathBuf};
 
-/// File extensions `petal` looks at (lower case). TIFF is not decoded, but torchvision's
-/// ImageFolder lists `.tif`/`.tiff`, so such files are listed too and reported as unsupported
-/// by name rather than silently left out of a score or an evaluation.
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
-
-pub fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 /// Every image file under `dir`, recursively, sorted by path. Hidden entries are skipped.
+///
+/// Symbolic links to folders are followed (a photo library often links albums in), but a link
+/// back to one of its own ancestors would repeat the same files forever: such a loop is skipped
+/// with a warning naming it, and the rest of the folder is listed.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        bail!("{} does not exist or is not a folder", dir.display());
+    }
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
-        for entry in entries {
-            let path = entry
-                .with_context(|| format!("cannot list {}", d.display()))?
-                .path();
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.loop_ancestor().is_some() => {
+                let at = e
+                    .path()
+                    .map_or_else(String::new, |p| p.display().to_string());
+                log::warn!("skipped {at}: a symbolic link back to one of its own parent folders");
                 continue;
             }
-            if path.is_dir() {
-                stack.push(path);
-            } else if is_image(&path) {
-                out.push(path);
+            Err(e) => {
+                let at = e.path().unwrap_or(dir).display().to_string();
+                return Err(e).with_context(|| format!("cannot list {at}"));
             }
+        };
+        if entry.file_type().is_file() && is_image(entry.path()) {
+            out.push(entry.into_path());
         }
     }
     out.sort();
@@ -53,7 +52,6 @@ pub struct Sample {
 /// A labelled photo folder.
 #[derive(Debug, Clone)]
 pub struct ImageFolder {
-    pub root: PathBuf,
     pub classes: Vec<String>,
     pub samples: Vec<Sample>,
 }
@@ -101,10 +99,45 @@ impl ImageFolder {
             }
             samples.extend(files.into_iter().map(|path| Sample { path, label }));
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-            classes,
-            samples,
-        })
+        Ok(Self { classes, samples })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+
+    /// A folder that links back to its own ancestor is listed once, not forever; a linked
+    /// folder elsewhere is followed; hidden entries and non-images are left out; the order is
+    /// the path order.
+    #[cfg(unix)]
+    #[test]
+    fn listing_survives_a_symlink_loop_and_follows_other_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("photos");
+        touch(&root.join("b.jpg"));
+        touch(&root.join("a/z.PNG"));
+        touch(&root.join("a/notes.txt"));
+        touch(&root.join(".hidden/x.jpg"));
+        touch(&dir.path().join("elsewhere/e.jpg"));
+        std::os::unix::fs::symlink(&root, root.join("a/loop")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join("linked")).unwrap();
+        let files = list_images(&root).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| petal_shared::files::relative(p, &root))
+            .collect();
+        assert_eq!(names, ["a/z.PNG", "b.jpg", "linked/e.jpg"]);
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error_naming_it() {
+        let err = list_images(Path::new("/no/such/petal/folder")).unwrap_err();
+        assert!(err.to_string().contains("/no/such/petal/folder"), "{err}");
     }
 }

@@ -14,7 +14,7 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Bytes;
-use petal_shared::bundle::write_atomic;
+use petal_shared::fs::write_atomic;
 use petal_shared::{ResNet, ResNetConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,15 +23,15 @@ pub const STATE_FILE: &str = "state.json";
 pub const BEST_FILE: &str = "best.bpk";
 const FORMAT: u32 = 1;
 
-/// One row of `metrics.csv`.
+/// One row of `metrics.csv`; the field order is the file's column order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
-    pub stage: String,
     pub lr: f64,
     pub train_loss: f64,
     pub val_loss: f64,
     pub val_accuracy: f64,
+    pub stage: String,
 }
 
 /// The best epoch so far.
@@ -188,9 +188,5 @@ impl Checkpoints {
         fresh
             .from_bytes(Bytes::from_bytes_vec(self.read(file)?))
             .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", self.dir.join(file).display()))
-    }
-
-    pub fn best_path(&self) -> PathBuf {
-        self.dir.join(BEST_FILE)
     }
 }

@@ -6,26 +6,26 @@
 //! A run folder holds everything a resumed run needs: `run.json` (data and weights),
 //! `recipe.toml` (the resolved recipe), `split.json` and `checkpoints/`.
 
-pub mod batches;
 pub mod checkpoint;
 pub mod recipe;
-mod split;
 mod stage;
 
+pub use crate::data::split::Split;
 pub use checkpoint::EpochMetrics;
 pub use recipe::Recipe;
-pub use split::Split;
 
 use crate::data::Sample;
 use crate::data::augment::Augment;
+use crate::data::batches::{Augmented, Batch, batch_seed, for_each_batch};
+use crate::data::split;
 use anyhow::{Context, Result, bail};
-use batches::{Augmented, Batch, batch_seed, for_each_batch};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use checkpoint::{Best, Checkpoints, State};
 use indicatif::{ProgressBar, ProgressStyle};
-use petal_shared::bundle::write_atomic;
+use petal_shared::classify::{softmax, top_k_indices};
+use petal_shared::fs::write_atomic;
 use petal_shared::import::{Head, load_torchvision};
 use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet, ResNetConfig};
 use rand::SeedableRng;
@@ -33,7 +33,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -168,7 +167,9 @@ fn run(
     // Seeded so the new head (or the whole network from scratch) starts the same every run.
     train_device.seed(recipe.seed);
     let mut model = if !state.model_file.is_empty() {
-        println!(
+        // Progress goes to stderr with the progress bar; stdout carries results (and stays
+        // clean JSON for `petal demo --json`).
+        eprintln!(
             "resuming after epoch {} (stage '{}', step {})",
             state.epochs_done(),
             recipe.stages.get(state.stage).map_or("done", |s| &s.name),
@@ -306,7 +307,7 @@ fn run(
                 .unwrap_or((f64::NAN, f64::NAN));
         let train_loss = state.partial_loss / state.partial_seen.max(1) as f64;
         bar.suspend(|| {
-            println!(
+            eprintln!(
                 "epoch {epoch} ({}): train loss {train_loss:.4}, val loss {val_loss:.4}, val accuracy {:.1}%, lr {lr:.3e}, {images_per_s:.1} img/s",
                 stage.name,
                 val_accuracy * 100.0
@@ -334,9 +335,7 @@ fn run(
         });
         write_metrics(&out.join(METRICS_FILE), &state.metrics)?;
         // The curves so far: a long run can be watched from its run folder.
-        if let Err(e) =
-            crate::plot::training_curves_png(&out.join(METRICS_FILE), &out.join(CURVES_FILE))
-        {
+        if let Err(e) = crate::plot::training_curves_png(&state.metrics, &out.join(CURVES_FILE)) {
             log::warn!("cannot draw the training curves: {e:#}");
         }
         state.stage_epoch += 1;
@@ -387,13 +386,10 @@ pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(Bundle
     }
     let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
     let split_path = run_dir.join("split.json");
-    let split: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&split_path).with_context(|| {
-            format!("{} is not a run folder: no split.json", run_dir.display())
-        })?)
-        .with_context(|| format!("{} is damaged", split_path.display()))?;
-    let classes: Vec<String> = serde_json::from_value(split["classes"].clone())
-        .with_context(|| format!("{} has no class list", split_path.display()))?;
+    if !split_path.is_file() {
+        bail!("{} is not a run folder: no split.json", run_dir.display());
+    }
+    let classes = split::SplitFile::read(&split_path)?.classes;
     let ckpt = Checkpoints::new(run_dir)?;
     let state = ckpt.load_state()?;
     let (file, epoch) = match which {
@@ -416,17 +412,15 @@ pub fn stage_for_bench(model: ResNet) -> ResNet {
     stage::set_trainable(model, recipe::Trainable::AllButStem)
 }
 
-/// Rewrites `metrics.csv` from the run's rows (so a resumed run never duplicates a row).
+/// Rewrites `metrics.csv` from the run's rows (so a resumed run never duplicates a row). The
+/// `csv` writer quotes what needs it: a stage named `warm,up` stays one column.
 fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
-    let mut csv = String::from("epoch,lr,train_loss,val_loss,val_accuracy,stage\n");
-    for r in rows {
-        let _ = writeln!(
-            csv,
-            "{},{},{:.6},{:.6},{:.6},{}",
-            r.epoch, r.lr, r.train_loss, r.val_loss, r.val_accuracy, r.stage
-        );
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        csv.serialize(row)?;
     }
-    write_atomic(path, csv.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    let bytes = csv.into_inner().context("cannot finish metrics.csv")?;
+    write_atomic(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Mean loss and accuracy of `model` (inference mode) on `samples`; `None` when none could be
@@ -456,16 +450,67 @@ fn evaluate(
             let logits = model.forward(x);
             loss_sum +=
                 f64::from(loss_fn.forward(logits.clone(), y).into_scalar::<f32>()) * n as f64;
-            let pred = logits
-                .argmax(1)
+            // The predicted class by `petal eval`'s rule (top-1 of the softmax, ties to the
+            // lower index), so a run's validation accuracy and `eval` on the same images agree.
+            let classes = logits.dims()[1];
+            let values = logits
                 .into_data()
-                .convert::<i64>()
-                .try_to_vec::<i64>()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            correct += values
+                .chunks(classes)
+                .zip(&labels)
+                .filter(|(row, l)| top_k_indices(&softmax(row), 1).first() == Some(&(**l as usize)))
+                .count();
             count += n;
             Ok(true)
         },
     )?;
     Ok((count > 0).then(|| (loss_sum / count as f64, correct as f64 / count as f64)))
+}
+
+#[cfg(test)]
+mod metrics_file_tests {
+    use super::*;
+
+    /// `metrics.csv` reads back as the rows that were written, whatever a stage is called.
+    #[test]
+    fn metrics_csv_round_trips_a_stage_name_with_a_comma() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METRICS_FILE);
+        let rows = vec![
+            EpochMetrics {
+                epoch: 1,
+                lr: 0.001,
+                train_loss: 1.25,
+                val_loss: f64::NAN,
+                val_accuracy: 0.5,
+                stage: "warm,up \"1\"".into(),
+            },
+            EpochMetrics {
+                epoch: 2,
+                lr: 5e-4,
+                train_loss: 0.75,
+                val_loss: 0.5,
+                val_accuracy: 0.625,
+                stage: "finetune".into(),
+            },
+        ];
+        write_metrics(&path, &rows).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("epoch,lr,train_loss,val_loss,val_accuracy,stage\n"),
+            "{text}"
+        );
+        let back: Vec<EpochMetrics> = csv::Reader::from_path(&path)
+            .unwrap()
+            .deserialize()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1], rows[1]);
+        assert_eq!(back[0].stage, rows[0].stage);
+        assert!(back[0].val_loss.is_nan());
+    }
 }

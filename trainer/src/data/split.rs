@@ -2,12 +2,14 @@
 //! sub-folders when it has them, otherwise a seeded, stratified split that is written into the
 //! run folder for audit (and checked again when the run resumes).
 
-use super::Recipe;
 use crate::data::{ImageFolder, Sample};
+use crate::train::Recipe;
 use anyhow::{Context, Result, bail};
+use petal_shared::files::relative;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -81,27 +83,16 @@ impl Split {
         split
     }
 
-    /// `{"classes": [...], "train": [...], "val": [...], "test": [...]}` with paths relative
-    /// to the data folder.
-    fn to_json(&self, root: &Path, classes: &[String]) -> Result<String> {
-        let rel = |v: &[Sample]| -> Vec<String> {
-            v.iter()
-                .map(|s| {
-                    s.path
-                        .strip_prefix(root)
-                        .unwrap_or(&s.path)
-                        .display()
-                        .to_string()
-                })
-                .collect()
-        };
-        let json = serde_json::json!({
-            "classes": classes,
-            "train": rel(&self.train),
-            "val": rel(&self.val),
-            "test": rel(&self.test),
-        });
-        Ok(serde_json::to_string_pretty(&json)?)
+    /// The record of this split, with paths relative to the data folder `root`.
+    pub fn file(&self, root: &Path, classes: &[String]) -> SplitFile {
+        let rel =
+            |v: &[Sample]| -> Vec<String> { v.iter().map(|s| relative(&s.path, root)).collect() };
+        SplitFile {
+            classes: classes.to_vec(),
+            train: rel(&self.train),
+            val: rel(&self.val),
+            test: rel(&self.test),
+        }
     }
 
     /// Writes the split to `path`; when resuming, checks instead that the data folder still
@@ -113,9 +104,9 @@ impl Split {
         classes: &[String],
         resuming: bool,
     ) -> Result<()> {
-        let json = self.to_json(root, classes)?;
-        if resuming && let Ok(saved) = std::fs::read_to_string(path) {
-            if saved != json {
+        let file = self.file(root, classes);
+        if resuming && path.exists() {
+            if SplitFile::read(path)? != file {
                 bail!(
                     "the images in {} changed since the run started (see {}); start a new run",
                     root.display(),
@@ -124,7 +115,26 @@ impl Split {
             }
             return Ok(());
         }
-        petal_shared::bundle::write_atomic(path, json.as_bytes())
+        let json = serde_json::to_string_pretty(&file)?;
+        petal_shared::fs::write_atomic(path, json.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// `split.json` in a run folder: the class names in label order and which images (relative to
+/// the data folder) train, validate and test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitFile {
+    pub classes: Vec<String>,
+    pub train: Vec<String>,
+    pub val: Vec<String>,
+    pub test: Vec<String>,
+}
+
+impl SplitFile {
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
     }
 }
