@@ -14,7 +14,7 @@ fn picture(width: u32, height: u32) -> RgbImage {
         Rgb([
             (x * 7 + y * 3) as u8,
             (x * x + 5 * y) as u8,
-            (x * 13 ^ y * 29) as u8,
+            ((x * 13) ^ (y * 29)) as u8,
         ])
     })
 }

@@ -75,124 +75,183 @@ pub fn confusion_matrix_png(path: &Path, classes: &[String], cm: &ConfusionMatri
     if n == 0 {
         bail!("cannot draw a confusion matrix without classes");
     }
-    // 5 classes → 72 px cells; 102 (Oxford flowers) → 14 px, names still legible.
-    let cell = (720 / n as u32).clamp(14, 72);
-    let label_px = if cell >= 24 { 14 } else { 10 };
-    let count_px = (f64::from(cell) * 0.32).clamp(10.0, 18.0);
-    let show_counts = cell >= 28;
-
-    ensure_fonts();
-    let label_font = ("sans-serif", label_px).into_font();
-    // Text widths come from the real font, measured before the canvas exists.
-    let widest = classes
-        .iter()
-        .map(|c| text_width(c, label_px))
-        .max()
-        .unwrap_or(0);
-    // Column names lie flat when they fit their cell, else they are turned to read upwards.
-    let rotate_columns = widest + 4 > cell;
-    let title_h = 40;
-    let axis_title = 24;
-    let left = axis_title + widest + 10;
-    let bottom = axis_title + 10 + if rotate_columns { widest } else { label_px };
-    let grid = cell * n as u32;
-    let width = (left + grid + 20).max(320);
-    let height = title_h + grid + bottom;
-
+    let layout = MatrixLayout::new(classes, n);
     let title = format!(
         "Confusion matrix: {} images, accuracy {:.1}%",
         cm.total(),
         cm.accuracy() * 100.0
     );
-    render_png(path, (width, height), |root| {
-        let centred = |size: f64| {
-            ("sans-serif", size)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Center, VPos::Center))
-        };
+    render_png(path, (layout.width, layout.height), |root| {
         root.draw(&Text::new(
             title.clone(),
-            (width as i32 / 2, title_h as i32 / 2),
+            (layout.width as i32 / 2, layout.title_h as i32 / 2),
             centred(16.0),
         ))
         .map_err(plot_err)?;
-        let (x0, y0) = (left as i32, title_h as i32);
-        let c = cell as i32;
-        for t in 0..n {
-            let support = cm.support(t);
-            for p in 0..n {
-                let count = cm.count(t, p);
-                let share = if support == 0 {
-                    0.0
-                } else {
-                    count as f64 / support as f64
-                };
-                let (x, y) = (x0 + p as i32 * c, y0 + t as i32 * c);
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + c, y + c)],
-                    heat(share).filled(),
-                ))
-                .map_err(plot_err)?;
-                if show_counts {
-                    let ink = if share > 0.55 { WHITE } else { BLACK };
-                    root.draw(&Text::new(
-                        count.to_string(),
-                        (x + c / 2, y + c / 2),
-                        centred(count_px).color(&ink),
-                    ))
-                    .map_err(plot_err)?;
-                }
-            }
-        }
-        // Grid frame, so white (zero) cells at the border still read as cells.
-        root.draw(&Rectangle::new(
-            [(x0, y0), (x0 + grid as i32, y0 + grid as i32)],
-            BLACK.stroke_width(1),
-        ))
-        .map_err(plot_err)?;
-        for (i, name) in classes.iter().enumerate() {
-            let mid = i as i32 * c + c / 2;
-            // Row names, right-aligned against the grid.
-            root.draw(&Text::new(
-                name.clone(),
-                (x0 - 6, y0 + mid),
-                label_font
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Right, VPos::Center)),
-            ))
-            .map_err(plot_err)?;
-            let below = y0 + grid as i32 + 6;
-            let style = if rotate_columns {
-                label_font
-                    .transform(FontTransform::Rotate270)
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Right, VPos::Center))
-            } else {
-                label_font
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Center, VPos::Top))
-            };
-            root.draw(&Text::new(name.clone(), (x0 + mid, below), style))
-                .map_err(plot_err)?;
-        }
+        draw_cells(root, cm, &layout)?;
+        draw_class_names(root, classes, &layout)?;
+        let (x0, y0, grid) = (
+            layout.left as i32,
+            layout.title_h as i32,
+            layout.grid as i32,
+        );
         root.draw(&Text::new(
             "predicted",
             (
-                x0 + grid as i32 / 2,
-                height as i32 - axis_title as i32 / 2 - 2,
+                x0 + grid / 2,
+                layout.height as i32 - layout.axis_title as i32 / 2 - 2,
             ),
             centred(14.0),
         ))
         .map_err(plot_err)?;
         root.draw(&Text::new(
             "true",
-            (axis_title as i32 / 2, y0 + grid as i32 / 2),
+            (layout.axis_title as i32 / 2, y0 + grid / 2),
             centred(14.0).transform(FontTransform::Rotate270),
         ))
         .map_err(plot_err)?;
         Ok(())
     })
+}
+
+/// Black text of `size` centred on its position.
+fn centred(size: f64) -> TextStyle<'static> {
+    ("sans-serif", size)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+/// Where the confusion matrix's parts go, measured before the canvas exists.
+struct MatrixLayout {
+    n: usize,
+    /// Side of one cell; the grid is `n` cells square.
+    cell: u32,
+    grid: u32,
+    label_px: u32,
+    count_px: f64,
+    show_counts: bool,
+    /// Column names turned to read upwards (they do not fit their cell lying flat).
+    rotate_columns: bool,
+    title_h: u32,
+    axis_title: u32,
+    /// Left edge of the grid (after the row names).
+    left: u32,
+    width: u32,
+    height: u32,
+}
+
+impl MatrixLayout {
+    fn new(classes: &[String], n: usize) -> Self {
+        // 5 classes → 72 px cells; 102 (Oxford flowers) → 14 px, names still legible.
+        let cell = (720 / n as u32).clamp(14, 72);
+        let label_px = if cell >= 24 { 14 } else { 10 };
+        ensure_fonts();
+        // Text widths come from the real font.
+        let widest = classes
+            .iter()
+            .map(|c| text_width(c, label_px))
+            .max()
+            .unwrap_or(0);
+        let rotate_columns = widest + 4 > cell;
+        let (title_h, axis_title) = (40, 24);
+        let left = axis_title + widest + 10;
+        let bottom = axis_title + 10 + if rotate_columns { widest } else { label_px };
+        let grid = cell * n as u32;
+        MatrixLayout {
+            n,
+            cell,
+            grid,
+            label_px,
+            count_px: (f64::from(cell) * 0.32).clamp(10.0, 18.0),
+            show_counts: cell >= 28,
+            rotate_columns,
+            title_h,
+            axis_title,
+            left,
+            width: (left + grid + 20).max(320),
+            height: title_h + grid + bottom,
+        }
+    }
+}
+
+/// One cell per (true, predicted) pair, shaded by its share of the true class, with the count
+/// when the cells are large enough; a frame around the grid.
+fn draw_cells(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    cm: &ConfusionMatrix,
+    l: &MatrixLayout,
+) -> Result<()> {
+    let (x0, y0, c) = (l.left as i32, l.title_h as i32, l.cell as i32);
+    for t in 0..l.n {
+        let support = cm.support(t);
+        for p in 0..l.n {
+            let count = cm.count(t, p);
+            let share = if support == 0 {
+                0.0
+            } else {
+                count as f64 / support as f64
+            };
+            let (x, y) = (x0 + p as i32 * c, y0 + t as i32 * c);
+            root.draw(&Rectangle::new(
+                [(x, y), (x + c, y + c)],
+                heat(share).filled(),
+            ))
+            .map_err(plot_err)?;
+            if l.show_counts {
+                let ink = if share > 0.55 { WHITE } else { BLACK };
+                root.draw(&Text::new(
+                    count.to_string(),
+                    (x + c / 2, y + c / 2),
+                    centred(l.count_px).color(&ink),
+                ))
+                .map_err(plot_err)?;
+            }
+        }
+    }
+    // Grid frame, so white (zero) cells at the border still read as cells.
+    let grid = l.grid as i32;
+    root.draw(&Rectangle::new(
+        [(x0, y0), (x0 + grid, y0 + grid)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(plot_err)?;
+    Ok(())
+}
+
+/// Row names right-aligned against the grid, column names below it (flat or turned).
+fn draw_class_names(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    classes: &[String],
+    l: &MatrixLayout,
+) -> Result<()> {
+    let label_font = ("sans-serif", l.label_px).into_font();
+    let (x0, y0, c) = (l.left as i32, l.title_h as i32, l.cell as i32);
+    let below = y0 + l.grid as i32 + 6;
+    for (i, name) in classes.iter().enumerate() {
+        let mid = i as i32 * c + c / 2;
+        root.draw(&Text::new(
+            name.clone(),
+            (x0 - 6, y0 + mid),
+            label_font
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Center)),
+        ))
+        .map_err(plot_err)?;
+        let style = if l.rotate_columns {
+            label_font
+                .transform(FontTransform::Rotate270)
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Center))
+        } else {
+            label_font
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top))
+        };
+        root.draw(&Text::new(name.clone(), (x0 + mid, below), style))
+            .map_err(plot_err)?;
+    }
+    Ok(())
 }
 
 /// Width in pixels of `text` in the embedded font at `size` px.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use petal_shared::Arch;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Generate a small 5-class flower-like photo set, train a ResNet-18 on the CPU, score its
@@ -66,23 +66,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.generate_only {
         return Ok(ExitCode::SUCCESS);
     }
-    // From scratch (no ImageNet weights offline): every layer trains with Adam, no polish.
-    let mut recipe = Recipe {
-        arch: Arch::ResNet18,
-        batch_size: args.batch_size,
-        seed: args.seed,
-        image_size: args.image_size,
-        resize: args.image_size * 8 / 7,
-        ..Recipe::default()
-    }
-    .from_scratch();
-    for stage in &mut recipe.stages {
-        stage.epochs = if stage.name == "finetune" {
-            args.epochs
-        } else {
-            0
-        };
-    }
     say(
         &args,
         format!(
@@ -90,46 +73,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.image_size, args.epochs
         ),
     );
-    let spec = RunSpec {
-        data: data_dir,
-        pretrained: None,
-    };
-    let run_dir = args.output.join("run");
-    // A demo is re-runnable: it starts over in its own folder.
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .with_context(|| format!("cannot clear {}", run_dir.display()))?;
-    }
-    let summary = train::start(&spec, &recipe, &run_dir, &DeviceArg::Cpu.resolve()?.device)?;
-
+    let summary = train_from_scratch(&args, data_dir)?;
     let submission = args.output.join("submission.csv");
     let options = score::Options {
         batch_size: args.batch_size,
         ..score::Options::default()
     };
-    let report = score::score(
-        &summary.bundle,
-        &test_dir,
-        &submission,
-        &options,
-        DeviceArg::Cpu.resolve()?.device,
-    )?;
-
+    let device = DeviceArg::Cpu.resolve()?.device;
+    let scored = score::score(&summary.bundle, &test_dir, &submission, &options, device)?;
     // The generator knows the answers: check the submission against them.
-    let answers_path = args.output.join("test_labels.csv");
-    let answers: HashMap<String, String> = csv::Reader::from_path(&answers_path)
-        .with_context(|| format!("cannot read {}", answers_path.display()))?
-        .records()
-        .filter_map(|r| r.ok())
-        .map(|r| (r[0].to_string(), r[1].to_string()))
-        .collect();
-    let mut reader = csv::Reader::from_path(&submission)?;
-    let (mut right, mut total) = (0, 0);
-    for row in reader.records() {
-        let row = row?;
-        total += 1;
-        right += usize::from(answers.get(&row[0]).is_some_and(|a| *a == row[1]));
-    }
+    let (right, total) = check_submission(&submission, &args.output.join("test_labels.csv"))?;
     let found = DemoReport {
         val_accuracy: summary.best_val_accuracy,
         best_epoch: summary.best_epoch,
@@ -150,11 +103,71 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!(
             "submission: {} ({} rows); bundle: {}",
             found.submission.display(),
-            report.rows,
+            scored.rows,
             found.bundle.display()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's recipe: from scratch (no ImageNet weights offline), so every layer trains with
+/// Adam for `--epochs` and there is no head or polish stage.
+fn recipe(args: &Args) -> Recipe {
+    let mut recipe = Recipe {
+        arch: Arch::ResNet18,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        image_size: args.image_size,
+        resize: args.image_size * 8 / 7,
+        ..Recipe::default()
+    }
+    .from_scratch();
+    for stage in &mut recipe.stages {
+        stage.epochs = if stage.name == "finetune" {
+            args.epochs
+        } else {
+            0
+        };
+    }
+    recipe
+}
+
+/// Trains on the generated photos in OUTPUT/run, which is cleared first: a demo re-runs.
+fn train_from_scratch(args: &Args, data: PathBuf) -> Result<train::TrainSummary> {
+    let spec = RunSpec {
+        data,
+        pretrained: None,
+    };
+    let run_dir = args.output.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("cannot clear {}", run_dir.display()))?;
+    }
+    train::start(
+        &spec,
+        &recipe(args),
+        &run_dir,
+        &DeviceArg::Cpu.resolve()?.device,
+    )
+}
+
+/// How many rows of the submission name the generator's answer: (right, total).
+fn check_submission(submission: &Path, answers: &Path) -> Result<(usize, usize)> {
+    let answers: HashMap<String, String> = csv::Reader::from_path(answers)
+        .with_context(|| format!("cannot read {}", answers.display()))?
+        .records()
+        .filter_map(|r| r.ok())
+        .map(|r| (r[0].to_string(), r[1].to_string()))
+        .collect();
+    let mut reader = csv::Reader::from_path(submission)
+        .with_context(|| format!("cannot read {}", submission.display()))?;
+    let (mut right, mut total) = (0, 0);
+    for row in reader.records() {
+        let row = row?;
+        total += 1;
+        right += usize::from(answers.get(&row[0]).is_some_and(|a| *a == row[1]));
+    }
+    Ok((right, total))
 }
 
 /// A progress line: on stdout in the text report, on stderr with `--json` (whose stdout is

@@ -3,7 +3,7 @@
 
 use crate::backend::DeviceArg;
 use crate::data::ImageFolder;
-use crate::inference::Classifier;
+use crate::inference::{Classifier, Outcome};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use anyhow::{Context, Result, bail};
 use petal_shared::classify::{Prediction, top_k};
@@ -137,49 +137,89 @@ pub fn evaluate(args: &Args, device: DeviceArg) -> Result<Report> {
         classes.len(),
         args.data.display()
     );
+    let outcomes = classify_with_progress(&classifier, &folder, args.batch_size)?;
+    let tally = tally(&folder, outcomes, &classes, &args.data)?;
+    Ok(report(args, classes, tally))
+}
 
+/// Every image's logits (or why it could not be read), with a progress bar.
+fn classify_with_progress(
+    classifier: &Classifier,
+    folder: &ImageFolder,
+    batch_size: usize,
+) -> Result<Vec<Outcome>> {
     let files: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
     let bar = indicatif::ProgressBar::new(files.len() as u64);
-    let outcomes = classifier.classify_files(&files, args.batch_size, |n| bar.inc(n as u64))?;
+    let outcomes = classifier.classify_files(&files, batch_size, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
+    Ok(outcomes)
+}
 
-    let mut matrix = ConfusionMatrix::new(classes.len());
-    let mut failed = Vec::new();
-    let mut misclassified = Vec::new();
+/// What the images add up to, before any score is computed.
+struct Tally {
+    matrix: ConfusionMatrix,
+    failed: Vec<Failed>,
+    misclassified: Vec<Misclassified>,
+}
+
+/// Counts each readable image in the confusion matrix and keeps the wrong ones with their top
+/// classes; an error if no image at all could be read.
+fn tally(
+    folder: &ImageFolder,
+    outcomes: Vec<Outcome>,
+    classes: &[String],
+    root: &Path,
+) -> Result<Tally> {
+    let mut t = Tally {
+        matrix: ConfusionMatrix::new(classes.len()),
+        failed: Vec::new(),
+        misclassified: Vec::new(),
+    };
     for (sample, outcome) in folder.samples.iter().zip(outcomes) {
-        let file = relative(&sample.path, &args.data);
+        let file = relative(&sample.path, root);
         let logits = match outcome {
             Ok(logits) => logits,
             Err(error) => {
-                failed.push(Failed { file, error });
+                t.failed.push(Failed { file, error });
                 continue;
             }
         };
-        let top = top_k(&logits, &classes, TOP);
+        let top = top_k(&logits, classes, TOP);
         let Some(predicted) = top.first().map(|p| p.index) else {
             bail!("the model returned no outputs for {file}");
         };
-        matrix.add(sample.label, predicted);
+        t.matrix.add(sample.label, predicted);
         if predicted != sample.label {
-            misclassified.push(Misclassified {
+            t.misclassified.push(Misclassified {
                 file,
                 truth: classes[sample.label].clone(),
                 top,
             });
         }
     }
-    if matrix.total() == 0 {
-        let first = failed
+    if t.matrix.total() == 0 {
+        let first = t
+            .failed
             .first()
             .map(|f| format!(" (first: {}: {})", f.file, f.error))
             .unwrap_or_default();
         bail!(
             "none of the {} images under {} could be read{first}",
-            failed.len(),
-            args.data.display()
+            t.failed.len(),
+            root.display()
         );
     }
-    Ok(Report {
+    Ok(t)
+}
+
+/// The scores the tally gives.
+fn report(args: &Args, classes: Vec<String>, t: Tally) -> Report {
+    let Tally {
+        matrix,
+        failed,
+        misclassified,
+    } = t;
+    Report {
         model: args.model.display().to_string(),
         data: args.data.display().to_string(),
         accuracy: matrix.accuracy(),
@@ -200,7 +240,7 @@ pub fn evaluate(args: &Args, device: DeviceArg) -> Result<Report> {
         classes,
         misclassified,
         matrix,
-    })
+    }
 }
 
 /// The human-readable report.

@@ -164,43 +164,15 @@ fn run(
     } else {
         State::default()
     };
-    // Seeded so the new head (or the whole network from scratch) starts the same every run.
-    train_device.seed(recipe.seed);
-    let mut model = if !state.model_file.is_empty() {
-        // Progress goes to stderr with the progress bar; stdout carries results (and stays
-        // clean JSON for `petal demo --json`).
-        eprintln!(
-            "resuming after epoch {} (stage '{}', step {})",
-            state.epochs_done(),
-            recipe.stages.get(state.stage).map_or("done", |s| &s.name),
-            state.step
-        );
-        ckpt.load_model(&state.model_file, &config, &train_device)?
-    } else {
-        match &spec.pretrained {
-            Some(path) => {
-                load_torchvision(
-                    path,
-                    recipe.arch,
-                    classes.len(),
-                    Head::Replace,
-                    &train_device,
-                )?
-                .0
-            }
-            None => config.init(&train_device),
-        }
-    };
+    let mut model = starting_model(spec, recipe, &state, &ckpt, &config, &train_device)?;
 
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let steps_per_epoch = split.train.len().div_ceil(recipe.batch_size);
     let total_epochs: usize = recipe.stages.iter().map(|s| s.epochs).sum();
-    let bar = ProgressBar::new((steps_per_epoch * total_epochs) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        steps_per_epoch * total_epochs,
+        steps_per_epoch * state.epochs_done() + state.step,
     );
-    bar.set_position((steps_per_epoch * state.epochs_done() + state.step) as u64);
     let mut skipped: BTreeSet<PathBuf> = state.skipped.iter().cloned().collect();
     let mut optim: Option<(burn::optim::ModuleOptimizer, usize)> = None;
 
@@ -230,17 +202,7 @@ fn run(
         let epoch = state.epochs_done() + 1;
         let lr = schedule.lr_at(state.stage_epoch);
         bar.set_prefix(format!("epoch {epoch}/{total_epochs} {}", stage.name));
-        let mut order: Vec<usize> = (0..split.train.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(batch_seed(
-            recipe.seed,
-            epoch,
-            usize::MAX,
-        )));
-        let chunks: Vec<Vec<Sample>> = order
-            .chunks(recipe.batch_size)
-            .skip(state.step)
-            .map(|idx| idx.iter().map(|&i| split.train[i].clone()).collect())
-            .collect();
+        let chunks = epoch_batches(&split.train, recipe, epoch, state.step);
         let mut interrupted = false;
         let (started, seen_before) = (std::time::Instant::now(), state.partial_seen);
         // The optimiser takes the network by value; the slot hands it over inside the closure.
@@ -313,31 +275,15 @@ fn run(
                 val_accuracy * 100.0
             )
         });
-        // The first epoch, and then any with strictly higher accuracy (NaN: no validation
-        // split, so the latest epoch is the best one).
-        let improved = state
-            .best
-            .is_none_or(|b| val_accuracy > b.val_accuracy || val_accuracy.is_nan());
-        if improved {
-            state.best = Some(Best {
-                epoch,
-                val_accuracy,
-            });
-            ckpt.save_best(&valid)?;
-        }
-        state.metrics.push(EpochMetrics {
+        let row = EpochMetrics {
             epoch,
-            stage: stage.name.clone(),
             lr,
             train_loss,
             val_loss,
             val_accuracy,
-        });
-        write_metrics(&out.join(METRICS_FILE), &state.metrics)?;
-        // The curves so far: a long run can be watched from its run folder.
-        if let Err(e) = crate::plot::training_curves_png(&state.metrics, &out.join(CURVES_FILE)) {
-            log::warn!("cannot draw the training curves: {e:#}");
-        }
+            stage: stage.name.clone(),
+        };
+        record_epoch(&mut state, row, &valid, &ckpt, out)?;
         state.stage_epoch += 1;
         state.step = 0;
         state.partial_loss = 0.0;
@@ -349,20 +295,116 @@ fn run(
         ckpt.save(&mut state, &model, optimizer)?;
     }
     bar.finish_and_clear();
+    finish(out, &split.test, &pre, recipe, device, &state)
+}
 
+/// The network the run continues from: the checkpoint when resuming, else torchvision's
+/// weights with a new head, else a fresh network — seeded, so it starts the same every run.
+fn starting_model(
+    spec: &RunSpec,
+    recipe: &Recipe,
+    state: &State,
+    ckpt: &Checkpoints,
+    config: &ResNetConfig,
+    device: &Device,
+) -> Result<ResNet> {
+    device.seed(recipe.seed);
+    if !state.model_file.is_empty() {
+        // Progress goes to stderr with the progress bar; stdout carries results (and stays
+        // clean JSON for `petal demo --json`).
+        eprintln!(
+            "resuming after epoch {} (stage '{}', step {})",
+            state.epochs_done(),
+            recipe.stages.get(state.stage).map_or("done", |s| &s.name),
+            state.step
+        );
+        return ckpt.load_model(&state.model_file, config, device);
+    }
+    Ok(match &spec.pretrained {
+        Some(path) => {
+            load_torchvision(path, recipe.arch, config.num_classes, Head::Replace, device)?.0
+        }
+        None => config.init(device),
+    })
+}
+
+/// The run's progress bar: every step of every epoch, `done` of them already.
+fn progress_bar(steps: usize, done: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(done as u64);
+    bar
+}
+
+/// Epoch `epoch`'s batches of training samples, in its seeded order, from step `skip` on (a
+/// resumed epoch continues where it stopped).
+fn epoch_batches(train: &[Sample], recipe: &Recipe, epoch: usize, skip: usize) -> Vec<Vec<Sample>> {
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(batch_seed(
+        recipe.seed,
+        epoch,
+        usize::MAX,
+    )));
+    order
+        .chunks(recipe.batch_size)
+        .skip(skip)
+        .map(|idx| idx.iter().map(|&i| train[i].clone()).collect())
+        .collect()
+}
+
+/// After an epoch's validation: keeps the network if it is the best so far, logs the row to
+/// `metrics.csv` and redraws the curves (so a long run can be watched from its folder).
+fn record_epoch(
+    state: &mut State,
+    row: EpochMetrics,
+    valid: &ResNet,
+    ckpt: &Checkpoints,
+    out: &Path,
+) -> Result<()> {
+    // The first epoch, and then any with strictly higher accuracy (NaN: no validation
+    // split, so the latest epoch is the best one).
+    let improved = state
+        .best
+        .is_none_or(|b| row.val_accuracy > b.val_accuracy || row.val_accuracy.is_nan());
+    if improved {
+        state.best = Some(Best {
+            epoch: row.epoch,
+            val_accuracy: row.val_accuracy,
+        });
+        ckpt.save_best(valid)?;
+    }
+    state.metrics.push(row);
+    write_metrics(&out.join(METRICS_FILE), &state.metrics)?;
+    if let Err(e) = crate::plot::training_curves_png(&state.metrics, &out.join(CURVES_FILE)) {
+        log::warn!("cannot draw the training curves: {e:#}");
+    }
+    Ok(())
+}
+
+/// The end of a run: the best epoch scored on the test split and exported as `bundle/`.
+fn finish(
+    out: &Path,
+    test: &[Sample],
+    pre: &Preprocessor,
+    recipe: &Recipe,
+    device: &Device,
+    state: &State,
+) -> Result<TrainSummary> {
     let best = state.best.context("the recipe ran no epoch")?;
     let (meta, best_model) = exported(out, Which::Best, device)?;
     let test_accuracy =
-        evaluate(&best_model, &split.test, &pre, recipe.batch_size, device)?.map(|(_, acc)| acc);
+        evaluate(&best_model, test, pre, recipe.batch_size, device)?.map(|(_, acc)| acc);
     let bundle_dir = out.join("bundle");
     Bundle::new(meta, best_model)?.save(&bundle_dir)?;
-
     Ok(TrainSummary {
         epochs: state.epochs_done(),
         best_epoch: best.epoch,
         best_val_accuracy: best.val_accuracy,
         test_accuracy,
-        skipped_files: skipped.len(),
+        skipped_files: state.skipped.len(),
         bundle: bundle_dir,
     })
 }
