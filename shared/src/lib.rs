@@ -25,5 +25,5 @@ pub mod preprocess;
 pub mod score_csv;
 
 pub use bundle::{Bundle, BundleError, BundleMeta, Precision};
-pub use model::{Arch, ResNet, ResNetConfig};
+pub use model::{Arch, ComputePrecision, ResNet, ResNetConfig};
 pub use preprocess::{PreprocessError, Preprocessor};

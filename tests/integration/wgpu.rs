@@ -2,7 +2,8 @@
 //! lavapipe (a Vulkan driver on the CPU, `mesa-vulkan-drivers`) runs the same code paths as a
 //! GPU would, very slowly, so the test stays tiny.
 
-use crate::util::{logits, petal, photo, predict_one, tempdir};
+use crate::util::{logits, petal, petal_env, photo, predict_one, tempdir, torchvision_reference};
+use std::path::{Path, PathBuf};
 
 #[test]
 fn wgpu_trains_and_predicts_like_the_cpu() {
@@ -35,6 +36,8 @@ fn wgpu_trains_and_predicts_like_the_cpu() {
             "polish=0",
             "--device",
             "wgpu",
+            "--precision",
+            "f32",
         ],
     )
     .success();
@@ -62,7 +65,7 @@ fn wgpu_trains_and_predicts_like_the_cpu() {
             d,
             "r/bundle",
             &photo,
-            &["--logits", "--device", device],
+            &["--logits", "--device", device, "--precision", "f32"],
         ))
     };
     let (gpu, cpu) = (on("wgpu"), on("cpu"));
@@ -73,4 +76,123 @@ fn wgpu_trains_and_predicts_like_the_cpu() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     assert!(worst < 1e-3, "wgpu {gpu:?} vs cpu {cpu:?}");
+}
+
+/// A ResNet-18 bundle with torchvision's random init for 5 classes at 64×64, imported by the CLI.
+fn small_bundle(dir: &Path) -> PathBuf {
+    let reference = dir.join("ref");
+    std::fs::create_dir_all(&reference).unwrap();
+    torchvision_reference(&reference, &["--size", "64", "--classes", "5", "resnet18"]);
+    std::fs::write(dir.join("labels.txt"), "a\nb\nc\nd\ne\n").unwrap();
+    let bundle = dir.join("bundle");
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["import".into(), reference.join("resnet18.pth").into()];
+    args.extend(
+        [
+            "--arch",
+            "resnet18",
+            "--labels",
+            "labels.txt",
+            "--image-size",
+            "64",
+            "--resize",
+            "73",
+            "-o",
+        ]
+        .map(Into::into),
+    );
+    args.push(bundle.clone().into());
+    petal(dir, args).success();
+    bundle
+}
+
+/// Mixed precision on the wgpu adapter: where it computes in f16, a bundle's f16 logits stay
+/// near its f32 ones (and differ from them: the f16 path really ran); where it does not, asking
+/// for f16 is an error that says so, and `auto` quietly computes in f32.
+#[test]
+fn wgpu_f16_predicts_near_f32_or_says_why_not() {
+    let dir = tempdir();
+    let d = dir.path();
+    let bundle = small_bundle(d);
+    let bundle = bundle.to_str().unwrap();
+    let photo = photo("chelsea.png");
+    let on = |precision: &str| {
+        let mut args: Vec<std::ffi::OsString> = [
+            "--device",
+            "wgpu",
+            "--precision",
+            precision,
+            "predict",
+            "--json",
+            "--logits",
+            "--model",
+            bundle,
+        ]
+        .map(Into::into)
+        .to_vec();
+        args.push(photo.clone().into());
+        petal(d, args)
+    };
+    let first_logits = |out: String| -> Vec<f64> {
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        logits(&v[0])
+    };
+    let f16 = on("f16");
+    if f16.output.status.success() {
+        let half = first_logits(f16.stdout());
+        let full = first_logits(on("f32").success());
+        let scale = full.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        let worst = half
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 0.05 * scale, "f16 {half:?} vs f32 {full:?}");
+        assert!(
+            worst > 0.0,
+            "f16 gave exactly the f32 logits: the f16 path did not run"
+        );
+    } else {
+        let err = f16.stderr();
+        assert!(err.contains("f16 precision needs a GPU"), "{err}");
+        first_logits(on("auto").success());
+    }
+}
+
+/// The kernel cache: the first GPU run on an empty cache says it tunes and fills the folder
+/// `PETAL_GPU_CACHE` names; the next run says it reads the tuned kernels from there.
+#[test]
+fn gpu_kernel_choices_persist_between_runs() {
+    let dir = tempdir();
+    let d = dir.path();
+    let bundle = small_bundle(d);
+    let cache = d.join("gpu-cache");
+    let photo = photo("chelsea.png");
+    let env = [("PETAL_GPU_CACHE", cache.to_str().unwrap())];
+    let run = || {
+        let mut args: Vec<std::ffi::OsString> = ["-v", "--device", "wgpu", "predict", "--model"]
+            .map(Into::into)
+            .to_vec();
+        args.push(bundle.clone().into());
+        args.push(photo.clone().into());
+        let out = petal_env(d, &env, args);
+        out.success();
+        out.stderr()
+    };
+    let first = run();
+    assert!(first.contains("first run on this cache"), "{first}");
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .expect("the cache folder exists after a GPU run")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.to_string_lossy().ends_with(".db")),
+        "{files:?}"
+    );
+    let second = run();
+    assert!(
+        second.contains(&format!("tuned kernels from {}", cache.display())),
+        "{second}"
+    );
 }

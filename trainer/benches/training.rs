@@ -1,23 +1,29 @@
-//! Training throughput: the data loader (decode + augment on all cores) and the training step
-//! (forward, backward, Adam) in images per second.
+//! Training and GPU-inference throughput: the data loader (decode + augment on all cores), the
+//! training step (forward, backward, Adam) and the `score` path's forward, in images per second.
 //!
 //! `cargo bench -p petal-trainer --bench training -- --bench` runs the defaults:
 //!   loader: batches of 32 at 224 from the fixture photos beside the checkout (`--photos DIR`)
 //!   step:   ResNet-18 and ResNet-101, batch 8, at 224 (`--arch`, `--batch`, `--size`) on
-//!           `--device cpu` (or wgpu in a build with the feature)
-//! Figures only: nothing here passes or fails on timing. Compare the step with
-//! `benches/torch_train_bench.py` on the same machine.
+//!           `--device cpu` (or wgpu in a build with the feature), in `--precision` f32/f16
+//!   infer:  the same networks in eval mode, batch `--infer-batch` (64), as `petal score` runs
+//! `--only loader|train|infer` picks one; `--json` prints one JSON object per measurement (what
+//! `scripts/bench-gpu` reads to put petal and PyTorch in one table).
+//!
+//! Steady state is measured after warm-up, with the device synchronised once at the end (as a
+//! training loop that does not read values back); the first step, which compiles and tunes
+//! kernels, is reported on its own. Figures only: nothing here passes or fails on timing.
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use clap::Parser;
-use petal_shared::{Arch, Preprocessor, ResNetConfig};
-use petal_trainer::backend::DeviceArg;
+use petal_shared::{Arch, ComputePrecision, Preprocessor, ResNetConfig};
+use petal_trainer::backend::{Backend, DeviceArg, PrecisionArg};
 use petal_trainer::data::Sample;
 use petal_trainer::data::augment::Augment;
 use petal_trainer::data::batches::{Augmented, load_batch};
 use petal_trainer::data::folder::list_images;
+use petal_trainer::train::scaler::LossScaler;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -32,22 +38,75 @@ struct Args {
     arch: Vec<Arch>,
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    #[arg(long, default_value_t = 64)]
+    infer_batch: usize,
     #[arg(long, default_value_t = 224)]
     size: usize,
+    /// Timed steps after the warm-up.
     #[arg(long, default_value_t = 4)]
     steps: usize,
+    /// Untimed steps after the first one.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// Only the data loader, or only the training step.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
+    precision: Vec<PrecisionArg>,
+    /// Only the data loader, only the training step, or only inference.
     #[arg(long)]
     only: Option<String>,
+    /// Loader rounds of one batch each.
+    #[arg(long, default_value_t = 5)]
+    loader_rounds: usize,
+    /// One JSON object per line instead of sentences.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measurement.
+#[derive(serde::Serialize)]
+struct Figure {
+    tool: &'static str,
+    what: String,
+    arch: String,
+    precision: String,
+    batch: usize,
+    images_per_s: f64,
+    /// Seconds of the first step (compiling and tuning kernels on a GPU).
+    first_step_s: Option<f64>,
+    /// Bytes the device's allocator held at the end (its peak: pools are not returned).
+    device_bytes: Option<u64>,
+    device: String,
+}
+
+impl Figure {
+    fn print(&self, json: bool) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(self).expect("a figure serialises")
+            );
+            return;
+        }
+        let mut line = format!(
+            "{} {} {} batch {}: {:.1} img/s",
+            self.what, self.arch, self.precision, self.batch, self.images_per_s
+        );
+        if let Some(s) = self.first_step_s {
+            line += &format!(", first step {s:.2} s");
+        }
+        if let Some(b) = self.device_bytes {
+            line += &format!(", device memory {:.2} GiB", b as f64 / (1u64 << 30) as f64);
+        }
+        println!("{line} on {}", self.device);
+    }
 }
 
 fn loader(args: &Args) {
     let files = match list_images(&args.photos) {
         Ok(f) if !f.is_empty() => f,
         _ => {
-            println!(
+            eprintln!(
                 "loader: no photos in {} (--photos DIR)",
                 args.photos.display()
             );
@@ -62,7 +121,46 @@ fn loader(args: &Args) {
             label: 0,
         })
         .collect();
-    for (name, aug) in [("train (augmented)", true), ("eval (resize+crop)", false)] {
+    // Where one core's time goes, per image: reading + decoding, then the augmentation
+    // (rotation, random resized crop, flip, normalisation).
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .take(32)
+        .map(|f| std::fs::read(f).expect("a listed photo reads"))
+        .collect();
+    let start = Instant::now();
+    let images: Vec<_> = bytes
+        .iter()
+        .map(|b| pre.decode(b).expect("a fixture photo decodes"))
+        .collect();
+    let decode_s = start.elapsed().as_secs_f64() / images.len() as f64;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let start = Instant::now();
+    for img in &images {
+        std::hint::black_box(augment.apply(img, &pre, &mut rng));
+    }
+    let augment_s = start.elapsed().as_secs_f64() / images.len() as f64;
+    for (what, seconds) in [
+        ("loader decode, 1 core", decode_s),
+        ("loader augment, 1 core", augment_s),
+    ] {
+        Figure {
+            tool: "petal",
+            what: what.into(),
+            arch: "-".into(),
+            precision: "-".into(),
+            batch: 1,
+            images_per_s: 1.0 / seconds,
+            first_step_s: None,
+            device_bytes: None,
+            device: format!("{:.2} ms per image", seconds * 1e3),
+        }
+        .print(args.json);
+    }
+    for (name, aug) in [
+        ("loader train (augmented)", true),
+        ("loader eval (resize+crop)", false),
+    ] {
         let run = |seed| {
             let a = aug.then_some(Augmented {
                 augment: &augment,
@@ -72,51 +170,116 @@ fn loader(args: &Args) {
         };
         run(0);
         let start = Instant::now();
-        let rounds = 5;
-        for r in 0..rounds {
-            assert!(run(r + 1).failed.is_empty());
+        for r in 0..args.loader_rounds {
+            assert!(run(r as u64 + 1).failed.is_empty());
         }
-        let rate = (rounds as usize * samples.len()) as f64 / start.elapsed().as_secs_f64();
-        println!(
-            "loader {name}: {rate:.1} img/s on {} threads ({} photos, batch 32 at 224)",
-            rayon::current_num_threads(),
-            files.len()
-        );
+        let rate = (args.loader_rounds * samples.len()) as f64 / start.elapsed().as_secs_f64();
+        Figure {
+            tool: "petal",
+            what: name.to_string(),
+            arch: "-".into(),
+            precision: "-".into(),
+            batch: samples.len(),
+            images_per_s: rate,
+            first_step_s: None,
+            device_bytes: None,
+            device: format!(
+                "{} threads, {} photos",
+                rayon::current_num_threads(),
+                files.len()
+            ),
+        }
+        .print(args.json);
     }
 }
 
-fn step(args: &Args, arch: Arch) {
-    let backend = args.device.resolve().expect("the device exists");
-    let device = backend.device.autodiff();
-    device.seed(0);
-    let model = ResNetConfig::new(arch, 5).init(&device);
-    let mut model = petal_trainer::train::stage_for_bench(model);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+fn random_batch(n: usize, size: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
     let x = Tensor::<4>::random(
-        [args.batch, 3, args.size, args.size],
+        [n, 3, size, size],
         burn::tensor::Distribution::Normal(0.0, 1.0),
-        &device,
+        device,
     );
-    let labels: Vec<i64> = (0..args.batch as i64).map(|i| i % 5).collect();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [args.batch]), &device);
-    let mut one = |model: petal_shared::ResNet| {
-        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
-        // Reading the loss waits for the device, as the training loop does every step.
-        let _ = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        optim.step(1e-3, model, grads)
-    };
-    model = one(model);
-    let start = Instant::now();
-    for _ in 0..args.steps {
-        model = one(model);
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 5).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
+    (x, y)
+}
+
+/// Runs `one` once (timed alone), `warmup` times, then `steps` times with one sync at the end.
+fn time_steps(device: &Device, warmup: usize, steps: usize, mut one: impl FnMut()) -> (f64, f64) {
+    let first = Instant::now();
+    one();
+    device.sync().expect("the device finishes its work");
+    let first = first.elapsed().as_secs_f64();
+    for _ in 0..warmup {
+        one();
     }
-    let rate = (args.steps * args.batch) as f64 / start.elapsed().as_secs_f64();
-    println!(
-        "train step {arch} on {}: {rate:.2} img/s (batch {} at {}, {} steps)",
-        backend.name, args.batch, args.size, args.steps
-    );
+    device.sync().expect("the device finishes its work");
+    let start = Instant::now();
+    for _ in 0..steps {
+        one();
+    }
+    device.sync().expect("the device finishes its work");
+    (first, start.elapsed().as_secs_f64())
+}
+
+fn train_step(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
+    let device = backend.device.clone().autodiff();
+    device.seed(0);
+    let model = ResNetConfig::new(arch, 5)
+        .init(&device)
+        .with_precision(precision);
+    let mut slot = Some(petal_trainer::train::stage_for_bench(model));
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut scaler = (precision == ComputePrecision::F16).then(LossScaler::default);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let (x, y) = random_batch(args.batch, args.size, &device);
+    let (first, elapsed) = time_steps(&device, args.warmup, args.steps, || {
+        let model = slot.take().expect("the model is put back after each step");
+        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
+        let grads = match scaler.as_mut() {
+            None => Some(GradientsParams::from_grads(loss.backward(), &model)),
+            Some(s) => s.gradients(loss, &model),
+        };
+        slot = Some(match grads {
+            Some(g) => optim.step(1e-3, model, g),
+            None => model,
+        });
+    });
+    Figure {
+        tool: "petal",
+        what: "train".into(),
+        arch: arch.to_string(),
+        precision: precision.to_string(),
+        batch: args.batch,
+        images_per_s: (args.steps * args.batch) as f64 / elapsed,
+        first_step_s: Some(first),
+        device_bytes: backend.device.memory_pool_usage().map(|u| u.bytes_reserved),
+        device: backend.name.clone(),
+    }
+}
+
+fn infer(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
+    let device = backend.device.clone();
+    device.seed(0);
+    let model = ResNetConfig::new(arch, 5)
+        .init(&device)
+        .with_precision(precision);
+    let (x, _) = random_batch(args.infer_batch, args.size, &device);
+    let (first, elapsed) = time_steps(&device, args.warmup, args.steps, || {
+        // `score` reads the logits of every batch back; so does this.
+        let _ = model.forward(x.clone()).into_data();
+    });
+    Figure {
+        tool: "petal",
+        what: "infer".into(),
+        arch: arch.to_string(),
+        precision: precision.to_string(),
+        batch: args.infer_batch,
+        images_per_s: (args.steps * args.infer_batch) as f64 / elapsed,
+        first_step_s: Some(first),
+        device_bytes: backend.device.memory_pool_usage().map(|u| u.bytes_reserved),
+        device: backend.name.clone(),
+    }
 }
 
 fn main() {
@@ -124,12 +287,29 @@ fn main() {
     if !args.bench {
         return;
     }
-    if args.only.as_deref() != Some("train") {
+    let only = args.only.as_deref();
+    if only.is_none() || only == Some("loader") {
         loader(&args);
     }
-    if args.only.as_deref() != Some("loader") {
-        for &arch in &args.arch {
-            step(&args, arch);
+    if only == Some("loader") {
+        return;
+    }
+    let backend = args.device.resolve().expect("the device exists");
+    for &arch in &args.arch {
+        for &p in &args.precision {
+            let precision = match backend.precision(p) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{arch} {p:?}: {e}");
+                    continue;
+                }
+            };
+            if only.is_none() || only == Some("train") {
+                train_step(&args, &backend, arch, precision).print(args.json);
+            }
+            if only.is_none() || only == Some("infer") {
+                infer(&args, &backend, arch, precision).print(args.json);
+            }
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Which burn device a command runs on.
 
 use anyhow::Result;
-use burn::tensor::Device;
+#[cfg(feature = "wgpu")]
+use burn::tensor::DeviceKind;
+use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
+use petal_shared::ComputePrecision;
 
 /// Compute backends this build of `petal` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -21,10 +24,80 @@ pub enum DeviceArg {
     Cuda,
 }
 
+/// The number format `--precision` asks for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionArg {
+    /// f16 mixed precision on a GPU that computes in f16, f32 elsewhere.
+    #[default]
+    Auto,
+    /// f32 throughout.
+    F32,
+    /// Mixed precision: f16 convolutions and head, f32 for the rest (GPU only).
+    F16,
+}
+
 /// A resolved device and a description of it for the user.
 pub struct Backend {
     pub device: Device,
     pub name: String,
+}
+
+impl Backend {
+    /// What `arg` means on this device. f16 needs a GPU whose adapter computes in f16: the
+    /// CPU backend computes f16 by widening every value, slower than f32 and no more exact.
+    pub fn precision(&self, arg: PrecisionArg) -> Result<ComputePrecision> {
+        arg.on(&self.device)
+    }
+}
+
+impl PrecisionArg {
+    /// What this choice means on `device` (see [`Backend::precision`]).
+    pub fn on(self, device: &Device) -> Result<ComputePrecision> {
+        let f16 = *device != Device::flex() && device.supports_dtype(FloatDType::F16);
+        match self {
+            PrecisionArg::F32 => Ok(ComputePrecision::F32),
+            PrecisionArg::Auto if f16 => Ok(ComputePrecision::F16),
+            PrecisionArg::Auto => Ok(ComputePrecision::F32),
+            PrecisionArg::F16 if f16 => Ok(ComputePrecision::F16),
+            PrecisionArg::F16 => anyhow::bail!(
+                "f16 precision needs a GPU that computes in f16, and this device does not \
+                 (use --precision f32)"
+            ),
+        }
+    }
+}
+
+impl From<ComputePrecision> for PrecisionArg {
+    fn from(p: ComputePrecision) -> Self {
+        match p {
+            ComputePrecision::F32 => PrecisionArg::F32,
+            ComputePrecision::F16 => PrecisionArg::F16,
+        }
+    }
+}
+
+/// The global `--device` and `--precision` of a command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Compute {
+    pub device: DeviceArg,
+    pub precision: PrecisionArg,
+}
+
+impl Compute {
+    /// The device (see [`DeviceArg::resolve`]) and the precision it computes in; the name
+    /// says both.
+    pub fn resolve(self) -> Result<(Backend, ComputePrecision)> {
+        let mut backend = self.device.resolve()?;
+        let precision = backend.precision(self.precision)?;
+        if precision == ComputePrecision::F16 {
+            backend.name.push_str(", f16 mixed precision");
+        }
+        log::info!("device: {}", backend.name);
+        Ok((backend, precision))
+    }
 }
 
 impl DeviceArg {
@@ -132,13 +205,80 @@ fn wgpu_backend(allow_software: bool) -> Result<Backend> {
     if !allow_software && info.device_type == wgpu::DeviceType::Cpu {
         anyhow::bail!("the only wgpu adapter, {}, runs on the CPU", info.name);
     }
+    let tuning = gpu_cache::configure();
+    // With the `spirv` feature a Vulkan adapter is pinned to the Vulkan API, which compiles
+    // kernels to SPIR-V: only that compiler reaches the tensor cores (VK_KHR_cooperative_matrix);
+    // WGSL cannot.
+    let (device, compiler) = match info.backend {
+        #[cfg(feature = "spirv")]
+        wgpu::Backend::Vulkan => (Device::vulkan(DeviceKind::DefaultDevice), "SPIR-V"),
+        wgpu::Backend::Metal => (Device::wgpu(DeviceKind::DefaultDevice), "MSL or WGSL"),
+        _ => (Device::wgpu(DeviceKind::DefaultDevice), "WGSL"),
+    };
     Ok(Backend {
-        device: Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        device,
         name: format!(
-            "{} ({:?}, {:?}, driver {} {})",
+            "{} ({:?}, {:?}, driver {} {}, {compiler} kernels; {tuning})",
             info.name, info.backend, info.device_type, info.driver, info.driver_info
         ),
     })
+}
+
+/// Where the GPU runtime keeps what it measured and compiled for this machine: the winning
+/// kernel variant of every autotuned operation (convolutions, matrix products, fused
+/// element-wise kernels) and compiled SPIR-V. The first run on a GPU tunes each shape it meets
+/// and is slower for it; later runs read the answers back and start at full speed.
+#[cfg(feature = "wgpu")]
+pub mod gpu_cache {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    use std::path::PathBuf;
+
+    /// Environment variable naming the cache folder.
+    pub const ENV: &str = "PETAL_GPU_CACHE";
+
+    /// The cache folder: `$PETAL_GPU_CACHE`, else `petal/gpu` in the user's cache folder
+    /// (`~/.cache/petal/gpu` on Linux). Deleting it only costs the next run its tuning time.
+    pub fn folder() -> PathBuf {
+        if let Some(dir) = std::env::var_os(ENV).filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        use etcetera::BaseStrategy;
+        match etcetera::choose_base_strategy() {
+            Ok(base) => base.cache_dir().join("petal").join("gpu"),
+            Err(_) => std::env::temp_dir().join("petal-gpu-cache"),
+        }
+    }
+
+    /// Points the GPU runtime's cache at [`folder`] (unless a `cubecl.toml` names its own) and
+    /// says whether this run starts tuned, for the line that names the device. Must run before
+    /// the first GPU tensor.
+    pub fn configure() -> String {
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if !matches!(config.environment.path, CacheConfig::Target) {
+            return "kernel cache set by cubecl.toml".to_string();
+        }
+        let dir = folder();
+        if config.autotune.disable_cache {
+            return "kernel tuning cache off".to_string();
+        }
+        let warm = std::fs::read_dir(&dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "db"))
+        });
+        config.environment.path = CacheConfig::Directory(dir.clone());
+        // A configuration read earlier (another device in this process) is kept as it is.
+        CubeClRuntimeConfig::try_set(config);
+        if warm {
+            format!("tuned kernels from {}", dir.display())
+        } else {
+            format!(
+                "first run on this cache: tuning kernels as they are first used, kept in {}",
+                dir.display()
+            )
+        }
+    }
 }
 
 /// On a machine without a display session, Mesa's implicit Vulkan layer

@@ -3,7 +3,7 @@
 //! It lives in the library, not in `main.rs`, so that tests can parse the README's commands
 //! with the very same [`Cli`] the binary uses, and so `petal completions` can describe it.
 
-use crate::backend::DeviceArg;
+use crate::backend::{Compute, DeviceArg, PrecisionArg};
 use crate::commands;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -22,6 +22,18 @@ pub struct Cli {
     /// PETAL_DEVICE); `import`, `export` and `demo` always run on the CPU.
     #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE", global = true)]
     pub device: DeviceArg,
+    /// Number format of `train`, `eval`, `score` and `predict`: `f16` is mixed precision
+    /// (f16 convolutions on the GPU's tensor cores, f32 weights, BatchNorm and loss); `auto`
+    /// takes it where the GPU computes in f16 and f32 elsewhere. A training recipe's
+    /// `precision` applies when this is `auto`.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "PETAL_PRECISION",
+        global = true
+    )]
+    pub precision: PrecisionArg,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -90,16 +102,16 @@ pub fn exit_for_skipped(skipped: usize) -> ExitCode {
     ExitCode::from(if skipped == 0 { EXIT_OK } else { EXIT_SKIPPED })
 }
 
-/// Runs a parsed command on the device the global `--device` names.
-pub fn run(command: Command, device: DeviceArg) -> Result<ExitCode> {
+/// Runs a parsed command on the device and in the precision the global options name.
+pub fn run(command: Command, compute: Compute) -> Result<ExitCode> {
     match command {
         Command::Preprocess(args) => commands::preprocess::run(args),
         Command::Import(args) => commands::import::run(args),
-        Command::Predict(args) => commands::predict::run(args, device),
-        Command::Train(args) => commands::train::run(args, device),
-        Command::Score(args) => commands::score::run(args, device),
+        Command::Predict(args) => commands::predict::run(args, compute),
+        Command::Train(args) => commands::train::run(args, compute),
+        Command::Score(args) => commands::score::run(args, compute),
         Command::Demo(args) => commands::demo::run(args),
-        Command::Eval(args) => commands::eval::run(args, device),
+        Command::Eval(args) => commands::eval::run(args, compute),
         Command::Download(args) => commands::download::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Serve(args) => commands::serve::run(args),

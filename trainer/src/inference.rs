@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use petal_shared::classify::softmax;
 use petal_shared::model::FoldedResNet;
-use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
+use petal_shared::{Bundle, BundleMeta, ComputePrecision, Preprocessor, ResNet};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -32,9 +32,10 @@ enum Network {
 pub type Outcome = Result<Vec<f32>, String>;
 
 impl Classifier {
-    /// Loads a bundle for inference on `device`. On the CPU the network is folded for
-    /// inference ([`FoldedResNet`]) unless `PETAL_NO_FOLD` is set (a switch for comparisons).
-    pub fn load(path: &Path, device: Device) -> Result<Self> {
+    /// Loads a bundle for inference on `device`, computing in `precision`. On the CPU the
+    /// network is folded for inference ([`FoldedResNet`], f32) unless `PETAL_NO_FOLD` is set (a
+    /// switch for comparisons).
+    pub fn load(path: &Path, device: Device, precision: ComputePrecision) -> Result<Self> {
         let fold = device == Device::flex() && std::env::var_os("PETAL_NO_FOLD").is_none();
         let Bundle { meta, model } = Bundle::load(path, &device)
             .with_context(|| format!("cannot load bundle {}", path.display()))?;
@@ -46,7 +47,7 @@ impl Classifier {
             )
         } else {
             Network::Burn {
-                model: Box::new(model),
+                model: Box::new(model.with_precision(precision)),
                 device,
             }
         };

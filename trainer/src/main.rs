@@ -26,7 +26,11 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
-    match cli::run(cli.command, cli.device) {
+    let compute = petal_trainer::backend::Compute {
+        device: cli.device,
+        precision: cli.precision,
+    };
+    match cli::run(cli.command, compute) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");

@@ -1,6 +1,6 @@
 //! Residual blocks as torchvision builds them (ResNet v1.5: a bottleneck strides on its 3×3).
 
-use super::BlockKind;
+use super::{BlockKind, ComputePrecision};
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -52,8 +52,8 @@ impl Downsample {
     }
 
     /// `[N, C_in, H, W]` → `[N, C_out, H / stride, W / stride]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+        self.bn.forward(precision.conv(&self.conv, x))
     }
 }
 
@@ -132,26 +132,27 @@ impl Block {
         }
     }
 
-    /// `[N, C_in, H, W]` → `[N, C_out, H / stride, W / stride]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `[N, C_in, H, W]` → `[N, C_out, H / stride, W / stride]`, convolutions in `precision`.
+    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+        let conv = |conv: &Conv2d, x| precision.conv(conv, x);
         match self {
             Block::Basic(b) => {
                 let identity = match &b.downsample {
-                    Some(d) => d.forward(x.clone()),
+                    Some(d) => d.forward(x.clone(), precision),
                     None => x.clone(),
                 };
-                let out = relu(b.bn1.forward(b.conv1.forward(x)));
-                let out = b.bn2.forward(b.conv2.forward(out));
+                let out = relu(b.bn1.forward(conv(&b.conv1, x)));
+                let out = b.bn2.forward(conv(&b.conv2, out));
                 relu(out + identity)
             }
             Block::Bottleneck(b) => {
                 let identity = match &b.downsample {
-                    Some(d) => d.forward(x.clone()),
+                    Some(d) => d.forward(x.clone(), precision),
                     None => x.clone(),
                 };
-                let out = relu(b.bn1.forward(b.conv1.forward(x)));
-                let out = relu(b.bn2.forward(b.conv2.forward(out)));
-                let out = b.bn3.forward(b.conv3.forward(out));
+                let out = relu(b.bn1.forward(conv(&b.conv1, x)));
+                let out = relu(b.bn2.forward(conv(&b.conv2, out)));
+                let out = b.bn3.forward(conv(&b.conv3, out));
                 relu(out + identity)
             }
         }

@@ -6,9 +6,11 @@
 mod arch;
 mod block;
 mod folded;
+mod precision;
 mod resnet;
 
 pub use arch::{Arch, BlockKind, ParseArchError};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use folded::{FoldError, FoldedResNet};
+pub use precision::ComputePrecision;
 pub use resnet::{ResNet, ResNetConfig, Stages};

@@ -1,5 +1,5 @@
 use super::block::{bn, conv};
-use super::{Arch, Block};
+use super::{Arch, Block, ComputePrecision};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -26,6 +26,9 @@ pub struct ResNet {
     pub layer4: Vec<Block>,
     pub avgpool: AdaptiveAvgPool2d,
     pub fc: Linear,
+    /// How the convolutions and `fc` compute; not part of the weights.
+    #[module(skip)]
+    pub precision: ComputePrecision,
 }
 
 /// Every intermediate activation of one forward pass, for parity tests and feature extraction.
@@ -80,12 +83,15 @@ impl ResNetConfig {
             layer4,
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             fc: LinearConfig::new(self.arch.feature_dim(), self.num_classes).init(device),
+            precision: ComputePrecision::F32,
         }
     }
 }
 
-fn run(blocks: &[Block], x: Tensor<4>) -> Tensor<4> {
-    blocks.iter().fold(x, |x, block| block.forward(x))
+fn run(blocks: &[Block], x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    blocks
+        .iter()
+        .fold(x, |x, block| block.forward(x, precision))
 }
 
 impl ResNet {
@@ -94,15 +100,27 @@ impl ResNet {
     /// - `images`: `[N, 3, H, W]`, normalised (H, W ≥ 32; 224 for ImageNet weights)
     /// - returns: `[N, num_classes]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.features(images))
+        self.precision.linear(&self.fc, self.features(images))
+    }
+
+    /// The same network computing in `precision` (see [`ComputePrecision`]); the weights stay f32.
+    pub fn with_precision(mut self, precision: ComputePrecision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Pooled features before the head: `[N, 3, H, W]` → `[N, feature_dim]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.stem(images);
+        let p = self.precision;
         let x = run(
             &self.layer4,
-            run(&self.layer3, run(&self.layer2, run(&self.layer1, x))),
+            run(
+                &self.layer3,
+                run(&self.layer2, run(&self.layer1, x, p), p),
+                p,
+            ),
+            p,
         );
         self.pool(x)
     }
@@ -110,12 +128,13 @@ impl ResNet {
     /// The same computation as [`forward`](Self::forward), keeping every stage's output.
     pub fn stages(&self, images: Tensor<4>) -> Stages {
         let stem = self.stem(images);
-        let layer1 = run(&self.layer1, stem.clone());
-        let layer2 = run(&self.layer2, layer1.clone());
-        let layer3 = run(&self.layer3, layer2.clone());
-        let layer4 = run(&self.layer4, layer3.clone());
+        let p = self.precision;
+        let layer1 = run(&self.layer1, stem.clone(), p);
+        let layer2 = run(&self.layer2, layer1.clone(), p);
+        let layer3 = run(&self.layer3, layer2.clone(), p);
+        let layer4 = run(&self.layer4, layer3.clone(), p);
         let pooled = self.pool(layer4.clone());
-        let logits = self.fc.forward(pooled.clone());
+        let logits = self.precision.linear(&self.fc, pooled.clone());
         Stages {
             stem,
             layer1,
@@ -153,7 +172,7 @@ impl ResNet {
 
     /// `[N, 3, H, W]` → `[N, 64, H/4, W/4]`.
     fn stem(&self, images: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let x = relu(self.bn1.forward(self.precision.conv(&self.conv1, images)));
         self.maxpool.forward(x)
     }
 

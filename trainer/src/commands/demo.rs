@@ -5,7 +5,7 @@ use crate::commands::score;
 use crate::data::synth;
 use crate::train::{self, Recipe, RunSpec};
 use anyhow::{Context, Result};
-use petal_shared::Arch;
+use petal_shared::{Arch, ComputePrecision};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -80,7 +80,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ..score::Options::default()
     };
     let device = DeviceArg::Cpu.resolve()?.device;
-    let scored = score::score(&summary.bundle, &test_dir, &submission, &options, device)?;
+    let scored = score::score(
+        &summary.bundle,
+        &test_dir,
+        &submission,
+        &options,
+        device,
+        ComputePrecision::F32,
+    )?;
     // The generator knows the answers: check the submission against them.
     let (right, total) = check_submission(&submission, &args.output.join("test_labels.csv"))?;
     let found = DemoReport {

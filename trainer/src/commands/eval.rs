@@ -1,7 +1,7 @@
 //! `petal eval`: a bundle on a labelled folder — accuracy, per-class precision / recall / F1,
 //! the confusion matrix (printed, CSV, PNG) and every misclassified file with its top 3.
 
-use crate::backend::DeviceArg;
+use crate::backend::Compute;
 use crate::data::ImageFolder;
 use crate::inference::{Classifier, Outcome};
 use crate::metrics::{ClassScores, ConfusionMatrix};
@@ -121,11 +121,12 @@ fn check_classes(bundle: &[String], folder: &[String], data: &Path) -> Result<()
 }
 
 /// Runs the evaluation: checks classes before any image is read, then classifies every image.
-pub fn evaluate(args: &Args, device: DeviceArg) -> Result<Report> {
+pub fn evaluate(args: &Args, compute: Compute) -> Result<Report> {
     // The folder first: listing is cheap and its errors (missing, empty class) are the
     // commonest mistake; loading a ResNet-101 takes seconds.
     let listed = ImageFolder::open(&args.data)?;
-    let mut classifier = Classifier::load(&args.model, device.resolve()?.device)?;
+    let (backend, precision) = compute.resolve()?;
+    let mut classifier = Classifier::load(&args.model, backend.device, precision)?;
     classifier.preprocessor.allow_truncated = args.allow_truncated;
     let classes = classifier.classes().to_vec();
     check_classes(&classes, &listed.classes, &args.data)?;
@@ -341,8 +342,8 @@ fn write_outputs(dir: &Path, r: &Report) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
-    let report = evaluate(&args, device)?;
+pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+    let report = evaluate(&args, compute)?;
     // Unreadable images are part of the result, not a reason to stop: warn and go on.
     for f in &report.failed {
         eprintln!("warning: skipped {}: {}", f.file, f.error);

@@ -1,6 +1,6 @@
 //! `petal predict`: top classes for a few images.
 
-use crate::backend::DeviceArg;
+use crate::backend::Compute;
 use crate::inference::Classifier;
 use anyhow::Result;
 use petal_shared::classify::{Prediction, top_k};
@@ -47,8 +47,9 @@ struct Record<'a> {
     error: Option<&'a str>,
 }
 
-pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
-    let mut classifier = Classifier::load(&args.model, device.resolve()?.device)?;
+pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+    let (backend, precision) = compute.resolve()?;
+    let mut classifier = Classifier::load(&args.model, backend.device, precision)?;
     classifier.preprocessor.allow_truncated = args.allow_truncated;
     let outcomes = classifier.classify_files(&args.images, args.batch_size, |_| {})?;
     let k = args.top_k.max(1);

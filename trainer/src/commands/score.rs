@@ -1,10 +1,11 @@
 //! `petal score`: every image of a folder → one CSV row (Kaggle-submission style).
 
-use crate::backend::DeviceArg;
+use crate::backend::Compute;
 use crate::data::folder::list_images;
 use crate::inference::Classifier;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
+use petal_shared::ComputePrecision;
 use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::files::relative;
 pub use petal_shared::score_csv::Columns;
@@ -58,16 +59,17 @@ pub struct ScoreReport {
     pub failed: Vec<(PathBuf, String)>,
 }
 
-/// Classifies every image under `images` with the bundle at `model` on `device` and writes
-/// the CSV to `output` (atomically: a failed run leaves no half file).
+/// Classifies every image under `images` with the bundle at `model` on `device` in
+/// `precision` and writes the CSV to `output` (atomically: a failed run leaves no half file).
 pub fn score(
     model: &Path,
     images: &Path,
     output: &Path,
     options: &Options,
     device: Device,
+    precision: ComputePrecision,
 ) -> Result<ScoreReport> {
-    let mut classifier = Classifier::load(model, device)?;
+    let mut classifier = Classifier::load(model, device, precision)?;
     classifier.tta = options.tta;
     classifier.preprocessor.allow_truncated = options.allow_truncated;
     let files = list_images(images)?;
@@ -107,7 +109,7 @@ pub fn score(
     Ok(report)
 }
 
-pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
+pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     let options = Options {
         columns: args.columns,
         probs: args.probs,
@@ -115,8 +117,15 @@ pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
         batch_size: args.batch_size,
         allow_truncated: args.allow_truncated,
     };
-    let device = device.resolve()?.device;
-    let report = score(&args.model, &args.images, &args.output, &options, device)?;
+    let (backend, precision) = compute.resolve()?;
+    let report = score(
+        &args.model,
+        &args.images,
+        &args.output,
+        &options,
+        backend.device,
+        precision,
+    )?;
     for (path, err) in &report.failed {
         eprintln!("warning: skipped {}: {err}", path.display());
     }

@@ -1,6 +1,6 @@
 //! `petal train`: fine-tune (or train from scratch) on a photo folder with the staged recipe.
 
-use crate::backend::DeviceArg;
+use crate::backend::{Compute, PrecisionArg};
 use crate::train::recipe::DEFAULT_RECIPE;
 use crate::train::{self, Interrupted, Recipe, RunSpec, TrainSummary};
 use anyhow::{Context, Result, bail};
@@ -118,27 +118,34 @@ impl Args {
     }
 }
 
-pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
+pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     if args.print_recipe {
         print!("{DEFAULT_RECIPE}");
         return Ok(ExitCode::SUCCESS);
     }
     let result = match &args.resume {
         Some(run_dir) => {
-            let backend = device.resolve()?;
+            let backend = compute.device.resolve()?;
             println!("resuming {} on {}", run_dir.display(), backend.name);
             train::handle_ctrl_c()?;
             train::resume(run_dir, &backend.device)
         }
         None => {
-            let recipe = args.recipe()?;
+            let mut recipe = args.recipe()?;
             let spec = RunSpec {
                 data: args.data.clone().context("--data is required")?,
                 pretrained: args.pretrained.clone(),
             };
             // Folder mistakes first: they need no GPU to be found.
             train::check_data(&spec, &recipe)?;
-            let backend = device.resolve()?;
+            let backend = compute.device.resolve()?;
+            // The command line's choice, else the recipe's; the run folder records the answer.
+            let asked = match compute.precision {
+                PrecisionArg::Auto => recipe.precision,
+                explicit => explicit,
+            };
+            let precision = backend.precision(asked)?;
+            recipe.precision = precision.into();
             train::handle_ctrl_c()?;
             let out = args.output.clone().unwrap_or_else(|| {
                 let stamp = std::time::SystemTime::now()
@@ -153,7 +160,7 @@ pub fn run(args: Args, device: DeviceArg) -> Result<ExitCode> {
                 .map(|s| format!("{} {}", s.name, s.epochs))
                 .collect();
             println!(
-                "training {} {} on {}; stages: {}; run folder {}",
+                "training {} {} on {} in {precision}; stages: {}; run folder {}",
                 recipe.arch,
                 if spec.pretrained.is_some() {
                     "from pretrained weights"

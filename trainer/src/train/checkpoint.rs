@@ -9,6 +9,7 @@
 //! ```
 //! Files that `state.json` no longer names are deleted after it is written.
 
+use super::scaler::LossScaler;
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
@@ -61,6 +62,9 @@ pub struct State {
     pub skipped: Vec<PathBuf>,
     pub model_file: String,
     pub optim_file: String,
+    /// The loss scale of a mixed-precision run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<LossScaler>,
 }
 
 impl Default for State {
@@ -78,6 +82,7 @@ impl Default for State {
             skipped: Vec::new(),
             model_file: String::new(),
             optim_file: String::new(),
+            scaler: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod recipe;
+pub mod scaler;
 mod stage;
 
 pub use crate::data::split::Split;
@@ -27,7 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::fs::write_atomic;
 use petal_shared::import::{Head, load_torchvision};
-use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet, ResNetConfig};
+use petal_shared::{Bundle, BundleMeta, ComputePrecision, Preprocessor, ResNet, ResNetConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -58,6 +59,47 @@ pub struct TrainSummary {
     pub test_accuracy: Option<f64>,
     pub skipped_files: usize,
     pub bundle: PathBuf,
+}
+
+/// Steps whose losses stay on the device before one read brings them all back.
+const READ_LOSS_EVERY: usize = 16;
+
+/// Training losses not read yet. Reading a value back waits for the device to finish every
+/// queued kernel, so reading each step's loss would leave the GPU idle while the next step is
+/// queued; the losses stay on the device and come back in one transfer every
+/// [`READ_LOSS_EVERY`] steps (and before the state is saved or reported).
+#[derive(Default)]
+struct PendingLosses(Vec<(Tensor<1>, usize)>);
+
+impl PendingLosses {
+    /// The mean loss of a batch of `n` images (`[1]`, detached from the graph).
+    fn push(&mut self, loss: Tensor<1>, n: usize) {
+        self.0.push((loss, n));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds the pending losses to the epoch's running sums, in step order: the same sums, bit
+    /// for bit, as adding each step's loss as soon as it was known, so a resumed run still
+    /// reproduces an uninterrupted one.
+    fn add_to(&mut self, state: &mut State) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let (losses, sizes): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0).into_iter().unzip();
+        let values = Tensor::cat(losses, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("cannot read the training losses: {e:?}"))?;
+        for (value, n) in values.into_iter().zip(sizes) {
+            state.partial_loss += f64::from(value) * n as f64;
+            state.partial_seen += n;
+        }
+        Ok(())
+    }
 }
 
 /// Set by Ctrl-C: the loop saves a checkpoint after the step in progress and stops.
@@ -164,7 +206,12 @@ fn run(
     } else {
         State::default()
     };
-    let mut model = starting_model(spec, recipe, &state, &ckpt, &config, &train_device)?;
+    let precision = recipe.precision.on(device)?;
+    let mut model = starting_model(spec, recipe, &state, &ckpt, &config, &train_device)?
+        .with_precision(precision);
+    // f16 gradients need the loss scaled up (see `scaler`); f32 ones do not.
+    let mut scaler =
+        (precision == ComputePrecision::F16).then(|| state.scaler.clone().unwrap_or_default());
 
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let steps_per_epoch = split.train.len().div_ceil(recipe.batch_size);
@@ -207,6 +254,7 @@ fn run(
         let (started, seen_before) = (std::time::Instant::now(), state.partial_seen);
         // The optimiser takes the network by value; the slot hands it over inside the closure.
         let mut slot = Some(model);
+        let mut pending = PendingLosses::default();
         for_each_batch(
             chunks,
             state.step,
@@ -231,23 +279,35 @@ fn run(
                         .context("the network was lost in a failed step")?;
                     let (x, y) = batch.into_tensors(recipe.image_size, &train_device);
                     let loss = loss_fn.forward(current.forward(x), y);
-                    let value = f64::from(loss.clone().into_scalar::<f32>());
-                    let grads = GradientsParams::from_grads(loss.backward(), &current);
-                    slot = Some(optimizer.step(lr, current, grads));
-                    state.partial_loss += value * n as f64;
-                    state.partial_seen += n;
+                    pending.push(loss.clone().detach(), n);
+                    let grads = match scaler.as_mut() {
+                        None => Some(GradientsParams::from_grads(loss.backward(), &current)),
+                        Some(scaler) => scaler.gradients(loss, &current),
+                    };
+                    slot = Some(match grads {
+                        Some(grads) => optimizer.step(lr, current, grads),
+                        // Overflowed f16 gradients: this step changes nothing.
+                        None => current,
+                    });
                 }
                 state.step = step + 1;
                 bar.inc(1);
-                let mean = state.partial_loss / state.partial_seen.max(1) as f64;
-                bar.set_message(format!("loss {mean:.4} lr {lr:.2e}"));
-                if recipe.log_every > 0 && state.step % recipe.log_every == 0 {
-                    log::info!("epoch {epoch} step {}: train loss {mean:.4}", state.step);
+                let log_now = recipe.log_every > 0 && state.step % recipe.log_every == 0;
+                if log_now || pending.len() >= READ_LOSS_EVERY {
+                    pending.add_to(&mut state)?;
+                    let mean = state.partial_loss / state.partial_seen.max(1) as f64;
+                    bar.set_message(format!("loss {mean:.4} lr {lr:.2e}"));
+                    if log_now {
+                        log::info!("epoch {epoch} step {}: train loss {mean:.4}", state.step);
+                    }
                 }
                 interrupted = INTERRUPT.load(Ordering::SeqCst);
                 Ok(!interrupted)
             },
         )?;
+        pending.add_to(&mut state)?;
+        let skipped_before = state.scaler.as_ref().map_or(0, |s| s.skipped_steps);
+        state.scaler.clone_from(&scaler);
         model = slot.context("the network was lost in a failed step")?;
         // The last step's BatchNorm statistics belong in what is evaluated and saved.
         model.sync_running_stats();
@@ -268,9 +328,17 @@ fn run(
             evaluate(&valid, &split.val, &pre, recipe.batch_size, device)?
                 .unwrap_or((f64::NAN, f64::NAN));
         let train_loss = state.partial_loss / state.partial_seen.max(1) as f64;
+        let overflow = match &scaler {
+            Some(s) => format!(
+                ", loss scale {}, {} steps skipped (f16 overflow)",
+                s.scale,
+                s.skipped_steps - skipped_before
+            ),
+            None => String::new(),
+        };
         bar.suspend(|| {
             eprintln!(
-                "epoch {epoch} ({}): train loss {train_loss:.4}, val loss {val_loss:.4}, val accuracy {:.1}%, lr {lr:.3e}, {images_per_s:.1} img/s",
+                "epoch {epoch} ({}): train loss {train_loss:.4}, val loss {val_loss:.4}, val accuracy {:.1}%, lr {lr:.3e}, {images_per_s:.1} img/s{overflow}",
                 stage.name,
                 val_accuracy * 100.0
             )

@@ -1,6 +1,7 @@
 //! The training recipe: global settings plus an ordered list of stages, read from TOML.
 //! `recipe.toml` beside this crate is the built-in default (the project's original recipe).
 
+use crate::backend::PrecisionArg;
 use anyhow::{Context, Result, bail};
 use petal_shared::Arch;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,10 @@ pub struct Recipe {
     pub val_fraction: f64,
     pub test_fraction: f64,
     pub log_every: usize,
+    /// Number format of the run (`auto`, `f32` or `f16`); a run folder's copy holds the one
+    /// the run resolved to.
+    #[serde(default)]
+    pub precision: PrecisionArg,
     pub stages: Vec<Stage>,
 }
 

@@ -1,0 +1,86 @@
+//! The number format a network computes in: f32 throughout, or mixed precision, where the
+//! convolutions and the head multiply f16 operands (tensor cores on GPUs that have them) and
+//! everything else stays f32.
+
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use burn::tensor::module::{conv2d, linear};
+use burn::tensor::ops::ConvOptions;
+use serde::{Deserialize, Serialize};
+
+/// How a [`ResNet`](super::ResNet) computes its convolutions and its head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputePrecision {
+    /// Every operation in f32.
+    #[default]
+    F32,
+    /// Mixed precision: convolution and linear operands are rounded to f16 (weights from their
+    /// f32 master copy at every use), the products come back as f32. BatchNorm, ReLU, residual
+    /// sums, pooling and the loss stay f32, and so do the parameters, their gradients and the
+    /// optimiser's state. Casts are differentiable, so gradients flow through the same
+    /// roundings in reverse.
+    F16,
+}
+
+impl ComputePrecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            ComputePrecision::F32 => "f32",
+            ComputePrecision::F16 => "f16",
+        }
+    }
+
+    /// `conv` applied to `x` (`[N, C_in, H, W]` → `[N, C_out, H', W']`) in this precision.
+    /// Every convolution of a ResNet pads by half its kernel (`block::conv`), which is the
+    /// padding used here.
+    pub(crate) fn conv(self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            ComputePrecision::F32 => conv.forward(x),
+            ComputePrecision::F16 => {
+                let [ph, pw] = conv.kernel_size.map(|k| k / 2);
+                let options = ConvOptions::new(conv.stride, [ph, pw], conv.dilation, conv.groups);
+                conv2d(
+                    x.cast(FloatDType::F16),
+                    conv.weight.val().cast(FloatDType::F16),
+                    conv.bias.as_ref().map(|b| b.val().cast(FloatDType::F16)),
+                    options,
+                )
+                .cast(FloatDType::F32)
+            }
+        }
+    }
+
+    /// `layer` applied to `x` (`[N, in]` → `[N, out]`) in this precision.
+    pub(crate) fn linear(self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            ComputePrecision::F32 => layer.forward(x),
+            ComputePrecision::F16 => linear(
+                x.cast(FloatDType::F16),
+                layer.weight.val().cast(FloatDType::F16),
+                layer.bias.as_ref().map(|b| b.val().cast(FloatDType::F16)),
+            )
+            .cast(FloatDType::F32),
+        }
+    }
+}
+
+impl std::fmt::Display for ComputePrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ComputePrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(ComputePrecision::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(ComputePrecision::F16),
+            other => Err(format!("unknown precision {other:?} (expected f32 or f16)")),
+        }
+    }
+}
