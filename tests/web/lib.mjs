@@ -109,7 +109,8 @@ export async function servePetal({ petal, page, model }) {
   return { base, hits, close };
 }
 
-// Headless Chromium; `webgpu` turns on WebGPU (SwiftShader on a machine without a GPU).
+// Headless Chromium; `webgpu` turns on WebGPU (SwiftShader on a machine without a GPU). The
+// camera is Chromium's fake one (a moving test pattern), allowed without a prompt.
 export async function launch({ webgpu }) {
   const args = [
     "--no-sandbox",
@@ -118,6 +119,8 @@ export async function launch({ webgpu }) {
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
   ];
   if (webgpu) args.push("--enable-unsafe-webgpu");
   else args.push("--disable-features=WebGPU");
