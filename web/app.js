@@ -733,8 +733,37 @@ function cameraFailed(e) {
   $("camera-status").textContent = `Cannot use the camera: ${errText(e)}`;
 }
 
+// ---- Offline --------------------------------------------------------------------------
+
+// The service worker (sw.js) keeps the page and its wasm; the bundle is in the Cache API
+// (fetchCached). `data-offline="ready"` once both are in place: the next visit works without
+// a network.
+async function registerServiceWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  try {
+    const registration = await navigator.serviceWorker.register("sw.js");
+    // Ready once a worker has cached the page and is active; a worker whose install failed
+    // (a file it could not fetch) turns "redundant" and leaves no offline copy.
+    const sw = registration.installing || registration.waiting;
+    if (sw) {
+      await new Promise((resolve, reject) =>
+        sw.addEventListener("statechange", () => {
+          if (sw.state === "activated") resolve();
+          if (sw.state === "redundant") reject(new Error("the service worker could not keep the page's files"));
+        }),
+      );
+    }
+    body.dataset.offline = "ready";
+  } catch (e) {
+    console.warn("petal: no offline copy:", e);
+    body.dataset.offline = "unavailable";
+  }
+}
+
 wireInput();
-loadModel().catch((e) => {
-  console.error(e);
-  fail(errText(e));
-});
+loadModel()
+  .then(registerServiceWorker)
+  .catch((e) => {
+    console.error(e);
+    fail(errText(e));
+  });
