@@ -197,8 +197,17 @@ function formatBytes(n) {
 
 async function loadModel() {
   $("model-url").textContent = modelBase.href;
-  const wasm = await bindings();
-  state.wasm = wasm;
+  // Cold-start milestones, in ms since the navigation started (scripts/bench-web reads them).
+  state.startup = {};
+  // Three things at once: the worker compiles its wasm, this page compiles its own (for the
+  // file rules, the CSV and reading petal.json), and petal.json downloads.
+  worker.start();
+  const workerReady = worker.call("init", wasmUrls());
+  workerReady.catch(() => {}); // awaited below; an early failure must not go unhandled
+  const pageWasm = bindings().then((wasm) => {
+    state.startup.wasm = performance.now();
+    return wasm;
+  });
   const cache = await openCache();
   const metaUrl = new URL("petal.json", modelBase).href;
 
@@ -212,6 +221,8 @@ async function loadModel() {
         `page in model/, or open the page with ?model=URL.`,
     );
   }
+  const wasm = await pageWasm;
+  state.wasm = wasm;
   try {
     meta = JSON.parse(wasm.parseMeta(metaBytes));
   } catch (e) {
@@ -235,24 +246,22 @@ async function loadModel() {
   body.dataset.modelSource = weights.source;
   $("progress-wrap").hidden = true;
   state.modelBytes = weights.bytes.length;
+  state.startup.downloaded = performance.now();
 
   status("Preparing the model…");
   const t0 = performance.now();
   let loaded;
   try {
-    worker.start();
+    state.startup.workerWasmMs = (await workerReady).wasmMs;
     // The weights move to the worker (no copy stays here) and are consumed by wasm there.
     const buffer = weights.bytes.buffer;
     weights = null;
-    loaded = await worker.call(
-      "load",
-      { ...wasmUrls(), meta: metaBytes, weights: buffer, requested: requestedBackend },
-      [buffer],
-    );
+    loaded = await worker.call("load", { meta: metaBytes, weights: buffer, requested: requestedBackend }, [buffer]);
   } catch (e) {
     throw new Error(`The model bundle at ${modelBase.href} cannot be loaded: ${errText(e)}`);
   }
   state.loadMs = performance.now() - t0;
+  state.startup.modelMs = loaded.loadMs;
   state.backend = loaded.backend;
   state.adapter = loaded.adapter;
   state.backendReason = loaded.reason;
@@ -266,6 +275,7 @@ async function loadModel() {
   status(`Ready${from}. Drop photos to classify them.`);
   for (const id of ["file-input", "folder-input", "camera-start"]) $(id).disabled = false;
   state.ready = true;
+  state.startup.ready = performance.now();
   setState("ready");
 }
 

@@ -5,8 +5,9 @@
 // {id, ok: false, error}. Requests run one at a time in arrival order (the model computes one
 // image at a time); the page sends the next photo only when the previous answer came back, so
 // a cancelled batch leaves nothing queued here.
-//   load      {glue, wasm, meta: Uint8Array, weights: ArrayBuffer, requested}
-//             → {backend, reason, adapter, loadMs, meta}
+//   init      {glue, wasm} → {wasmMs}: compiles the wasm module while the page downloads
+//   load      {meta: Uint8Array, weights: ArrayBuffer, requested}
+//             → {backend, reason, adapter, loadMs (weights → model, one warm-up pass), meta}
 //   classify  {bytes: ArrayBuffer, k, heat: {maxSide}} → outcome (see web/src/page.rs)
 //             plus `heat`: PNG bytes of the top class's map
 //   frame     {bitmap: ImageBitmap, k} → outcome (a camera frame)
@@ -23,7 +24,7 @@ onmessage = (event) => {
 
 async function handle(msg) {
   try {
-    const ops = { load, classify, frame };
+    const ops = { init, load, classify, frame };
     if (!ops[msg.op]) throw new Error(`unknown request ${msg.op}`);
     const { value, transfer = [] } = await ops[msg.op](msg);
     postMessage({ id: msg.id, ok: true, value }, transfer);
@@ -53,16 +54,22 @@ async function adapterFacts() {
   };
 }
 
-async function load({ glue, wasm: wasmUrl, meta: metaBytes, weights, requested }) {
+async function init({ glue, wasm: wasmUrl }) {
+  const t0 = performance.now();
   const bindings = await import(glue);
   await bindings.default({ module_or_path: wasmUrl });
   wasm = bindings;
+  return { value: { wasmMs: performance.now() - t0 } };
+}
+
+async function load({ meta: metaBytes, weights, requested }) {
+  if (!wasm) throw new Error("the wasm module did not start");
   const adapter = await adapterFacts();
   const choice = JSON.parse(wasm.chooseBackend(requested || "", JSON.stringify(adapter)));
-  const t0 = performance.now();
+  const t1 = performance.now();
   // The weights move into wasm and are consumed there: the model is the only copy.
   classifier = await wasm.Classifier.load(metaBytes, new Uint8Array(weights), choice.backend === "webgpu");
-  const loadMs = performance.now() - t0;
+  const loadMs = performance.now() - t1;
   meta = JSON.parse(classifier.meta);
   // burn may still fall back to the CPU if the adapter refuses a device: report what runs.
   const backend = classifier.backend;
