@@ -1,26 +1,36 @@
-// Petal's page script: fetches the bundle (with a progress bar and the Cache API), hands bytes
-// to the wasm module and draws results. All preprocessing, inference, softmax/top-k and the
-// CSV format come from Rust (web/src, petal-shared) — nothing here computes on pixels.
+// Petal's page script: fetches the bundle (with a progress bar and the Cache API), hands it to
+// the inference worker (web/worker.js, which owns the wasm model) and draws results. All
+// preprocessing, inference, softmax/top-k, heat maps, the backend choice and the CSV format
+// come from Rust (web/src, petal-shared) — nothing here computes on pixels.
 
 const CACHE_NAME = "petal-bundles-v1";
 const TOP_K = 5;
+// Longest side of the heat-map layers drawn over the photos (they are shown as thumbnails).
+const HEAT_SIDE = 320;
 const body = document.body;
 const $ = (id) => document.getElementById(id);
 
 const params = new URLSearchParams(location.search);
 const modelBase = new URL(withSlash(params.get("model") || "model/"), location.href);
-// `?backend=cpu` forces the CPU fallback (benchmarks, or a misbehaving GPU driver).
-const forceCpu = params.get("backend") === "cpu";
+// `?backend=cpu` forces the CPU path, `?backend=webgpu` WebGPU even on a software adapter
+// (the browser tests check WebGPU's answers that way); without it the page picks (backend.rs).
+const requestedBackend = params.get("backend") || "";
 
 const state = {
-  classifier: null,
+  ready: false,
+  backend: null,
+  meta: null,
   classes: [],
   rows: [], // {file, label, prob} for the CSV, in arrival order
-  queue: Promise.resolve(),
+  jobs: [], // photos waiting for the worker: {item, card}
+  running: false,
   pending: 0,
   pasted: 0,
+  times: [], // per-image compute time (ms) of every classified photo, for the device panel
+  batch: null, // {start, done} of the photos since the queue was last empty
+  cams: new Map(), // file → {maps, width, height}: the top classes' maps, for clicks and tests
 };
-// For scripts and tests: the loaded classifier and the wasm bindings.
+// For scripts and tests: the page's state and the wasm bindings.
 window.petal = state;
 
 function withSlash(s) {
@@ -48,6 +58,47 @@ async function bindings() {
     addEventListener("TrunkApplicationStarted", () => resolve(window.wasmBindings), { once: true }),
   );
 }
+
+// ---- The inference worker -----------------------------------------------------------------
+
+// The worker loads the same wasm module as this page: trunk names its two files (with content
+// hashes) in the preload links it puts in <head>.
+function wasmUrls() {
+  const js = document.querySelector('link[rel="modulepreload"][href$=".js"]');
+  const wasm = document.querySelector('link[rel="preload"][href$=".wasm"]');
+  if (!js || !wasm) throw new Error("the page was built without its wasm preload links");
+  return { glue: js.href, wasm: wasm.href };
+}
+
+const worker = {
+  w: null,
+  nextId: 0,
+  waiting: new Map(),
+  start() {
+    this.w = new Worker(new URL("worker.js", location.href), { type: "module" });
+    this.w.onmessage = ({ data }) => {
+      const call = this.waiting.get(data.id);
+      this.waiting.delete(data.id);
+      data.ok ? call.resolve(data.value) : call.reject(new Error(data.error));
+    };
+    this.w.onerror = (e) => {
+      e.preventDefault();
+      const error = new Error(`the inference worker failed: ${e.message || "no message"}`);
+      for (const call of this.waiting.values()) call.reject(error);
+      this.waiting.clear();
+    };
+  },
+  // One request; `transfer` moves buffers (weights, photo bytes, frames) instead of copying.
+  call(op, args, transfer = []) {
+    return new Promise((resolve, reject) => {
+      const id = ++this.nextId;
+      this.waiting.set(id, { resolve, reject });
+      this.w.postMessage({ id, op, ...args }, transfer);
+    });
+  },
+};
+
+state.worker = worker;
 
 // ---- Downloading the bundle -------------------------------------------------------------
 
@@ -144,19 +195,19 @@ function formatBytes(n) {
   return `${(n / 1e6).toFixed(1)} MB`;
 }
 
-async function webgpuAvailable() {
-  if (forceCpu || !navigator.gpu) return false;
-  try {
-    return (await navigator.gpu.requestAdapter()) !== null;
-  } catch {
-    return false;
-  }
-}
-
 async function loadModel() {
   $("model-url").textContent = modelBase.href;
-  const wasm = await bindings();
-  state.wasm = wasm;
+  // Cold-start milestones, in ms since the navigation started (scripts/bench-web reads them).
+  state.startup = {};
+  // Three things at once: the worker compiles its wasm, this page compiles its own (for the
+  // file rules, the CSV and reading petal.json), and petal.json downloads.
+  worker.start();
+  const workerReady = worker.call("init", wasmUrls());
+  workerReady.catch(() => {}); // awaited below; an early failure must not go unhandled
+  const pageWasm = bindings().then((wasm) => {
+    state.startup.wasm = performance.now();
+    return wasm;
+  });
   const cache = await openCache();
   const metaUrl = new URL("petal.json", modelBase).href;
 
@@ -170,11 +221,14 @@ async function loadModel() {
         `page in model/, or open the page with ?model=URL.`,
     );
   }
+  const wasm = await pageWasm;
+  state.wasm = wasm;
   try {
     meta = JSON.parse(wasm.parseMeta(metaBytes));
   } catch (e) {
     throw new Error(`The model bundle at ${modelBase.href} is broken: ${errText(e)}`);
   }
+  state.meta = meta;
   state.classes = meta.classes;
   $("info-arch").textContent = `${meta.arch}, ${meta.image_size}×${meta.image_size} input, ${meta.precision} weights`;
   $("info-classes").textContent = `${meta.classes.length}: ${meta.classes.join(", ")}`;
@@ -191,32 +245,77 @@ async function loadModel() {
   }
   body.dataset.modelSource = weights.source;
   $("progress-wrap").hidden = true;
+  state.modelBytes = weights.bytes.length;
+  state.startup.downloaded = performance.now();
 
-  const gpu = await webgpuAvailable();
-  status(gpu ? "Preparing the model on the GPU…" : "Preparing the model on the CPU…");
+  status("Preparing the model…");
   const t0 = performance.now();
+  let loaded;
   try {
-    // The bytes move into wasm and are consumed there; drop our reference so the weights
-    // live only on the GPU (or in the CPU backend's tensors).
-    const bytes = weights.bytes;
+    state.startup.workerWasmMs = (await workerReady).wasmMs;
+    // The weights move to the worker (no copy stays here) and are consumed by wasm there.
+    const buffer = weights.bytes.buffer;
     weights = null;
-    state.classifier = await wasm.Classifier.load(metaBytes, bytes, gpu);
+    loaded = await worker.call("load", { meta: metaBytes, weights: buffer, requested: requestedBackend }, [buffer]);
   } catch (e) {
     throw new Error(`The model bundle at ${modelBase.href} cannot be loaded: ${errText(e)}`);
   }
   state.loadMs = performance.now() - t0;
-  const backend = state.classifier.backend;
-  body.dataset.backend = backend;
+  state.startup.modelMs = loaded.loadMs;
+  state.backend = loaded.backend;
+  state.adapter = loaded.adapter;
+  state.backendReason = loaded.reason;
+  body.dataset.backend = loaded.backend;
   $("info-backend").textContent =
-    backend === "webgpu"
-      ? "WebGPU (your GPU)"
-      : forceCpu
-        ? "CPU (WebAssembly) — WebGPU turned off with ?backend=cpu"
-        : "CPU (WebAssembly) — WebGPU is not available in this browser, so this is slower";
+    loaded.backend === "webgpu"
+      ? `WebGPU — ${loaded.reason}`
+      : `CPU (WebAssembly) — ${loaded.reason}`;
+  aboutDevice();
   const from = body.dataset.modelSource === "cache" ? " (from the browser cache)" : "";
   status(`Ready${from}. Drop photos to classify them.`);
-  for (const id of ["file-input", "folder-input"]) $(id).disabled = false;
+  for (const id of ["file-input", "folder-input", "camera-start"]) $(id).disabled = false;
+  state.ready = true;
+  state.startup.ready = performance.now();
   setState("ready");
+}
+
+// ---- About this device ------------------------------------------------------------------
+
+function percentile(sorted, p) {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+// The "about this device" panel: what computes and how fast it has been so far. Every photo
+// is warm: loading the model ran one pass already, which compiled the GPU shaders.
+function aboutDevice() {
+  const a = state.adapter;
+  const sorted = [...state.times].sort((x, y) => x - y);
+  const p50 = percentile(sorted, 50);
+  const p90 = percentile(sorted, 90);
+  const ms = (v) => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : "–");
+  const rate = state.rate ? `${state.rate.toFixed(2)} images/s` : "–";
+  const facts = {
+    adapter: a ? `${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unnamed"}${a.isFallbackAdapter ? " (software)" : ""}` : "no WebGPU adapter",
+    backend: state.backend === "webgpu" ? "WebGPU" : "CPU (WebAssembly)",
+    f16: a ? (a.shaderF16 ? "yes (shader-f16)" : "no — f16 weights are widened to f32 on load") : "–",
+    latency: `${ms(p50)} p50, ${ms(p90)} p90 (${sorted.length} photos)`,
+    rate,
+    size: `${formatBytes(state.modelBytes)} (${state.meta.precision} weights)`,
+  };
+  for (const [key, text] of Object.entries(facts)) $(`about-${key}`).textContent = text;
+  const panel = $("about");
+  panel.hidden = false;
+  Object.assign(panel.dataset, {
+    backend: state.backend,
+    adapter: a ? facts.adapter : "",
+    fallbackAdapter: String(Boolean(a?.isFallbackAdapter)),
+    shaderF16: String(Boolean(a?.shaderF16)),
+    p50: Number.isFinite(p50) ? p50.toFixed(2) : "",
+    p90: Number.isFinite(p90) ? p90.toFixed(2) : "",
+    imagesPerSecond: state.rate ? state.rate.toFixed(3) : "",
+    modelBytes: String(state.modelBytes),
+  });
 }
 
 function errText(e) {
@@ -225,32 +324,73 @@ function errText(e) {
 
 // ---- Classifying ------------------------------------------------------------------------
 
-// `items`: [{file: File, path: string}]. Runs one at a time, after earlier batches.
+// `items`: [{file: File, path: string}]. They run one at a time, after earlier batches; the
+// worker gets the next photo only when the previous one is done, so "Cancel" stops at once.
 function enqueue(items) {
-  if (!state.classifier || !items.length) return;
+  if (!state.ready || !items.length) return;
   $("batch").hidden = false;
   state.pending += items.length;
+  if (!state.batch) state.batch = { start: performance.now(), done: 0 };
   setState("busy");
-  const cards = items.map(({ file, path }) => placeholder(file, path));
-  state.queue = state.queue.then(async () => {
-    for (let i = 0; i < items.length; i++) {
-      await classifyOne(items[i], cards[i]);
-      state.pending -= 1;
-      summary();
+  $("cancel").hidden = false;
+  for (const item of items) state.jobs.push({ item, card: placeholder(item.file, item.path) });
+  summary();
+  pump();
+}
+
+async function pump() {
+  if (state.running) return;
+  state.running = true;
+  while (state.jobs.length) {
+    const { item, card } = state.jobs.shift();
+    await classifyOne(item, card);
+    state.pending -= 1;
+    state.batch.done += 1;
+    state.rate = (state.batch.done * 1000) / (performance.now() - state.batch.start);
+    summary();
+    aboutDevice();
+  }
+  state.running = false;
+  idle();
+}
+
+function idle() {
+  state.batch = null;
+  $("cancel").hidden = true;
+  if (state.pending === 0) setState("ready");
+}
+
+// Drops the photos not yet sent to the worker; the one being classified finishes.
+function cancelBatch() {
+  const dropped = state.jobs.splice(0);
+  for (const { card } of dropped) {
+    for (const el of [card.li, card.tr]) {
+      el.classList.remove("pending");
+      el.classList.add("cancelled");
+      el.dataset.cancelled = "true";
     }
-    if (state.pending === 0) setState("ready");
-  });
+    card.msg.textContent = "Cancelled";
+    card.tr.cells[1].textContent = "Cancelled";
+  }
+  state.pending -= dropped.length;
+  summary();
+  if (!state.running) idle();
 }
 
 function placeholder(file, path) {
   const li = document.createElement("li");
   li.className = "result pending";
   li.dataset.file = path;
+  const frame = document.createElement("div");
+  frame.className = "photo";
   const img = document.createElement("img");
   img.alt = `Photo ${path}`;
   img.loading = "lazy";
+  // Decoding a large photo for its thumbnail must not hold up the page either.
+  img.decoding = "async";
   img.src = URL.createObjectURL(file);
   img.onerror = () => img.classList.add("broken");
+  frame.append(img);
   const info = document.createElement("div");
   info.className = "info";
   const name = document.createElement("h3");
@@ -259,7 +399,7 @@ function placeholder(file, path) {
   msg.className = "msg";
   msg.textContent = "Waiting…";
   info.append(name, msg);
-  li.append(img, info);
+  li.append(frame, info);
   $("results").append(li);
 
   const tr = document.createElement("tr");
@@ -272,15 +412,15 @@ function placeholder(file, path) {
   };
   tr.append(td(path), td("…"), td(""));
   $("batch-table").tBodies[0].append(tr);
-  return { li, tr, msg, info };
+  return { li, tr, msg, info, frame };
 }
 
 async function classifyOne({ file, path }, card) {
   card.msg.textContent = "Classifying…";
   let out;
   try {
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    out = JSON.parse(await state.classifier.classify(bytes, TOP_K));
+    const bytes = await file.arrayBuffer();
+    out = await worker.call("classify", { bytes, k: TOP_K, heat: { maxSide: HEAT_SIDE } }, [bytes]);
   } catch (e) {
     const message = errText(e);
     for (const el of [card.li, card.tr]) {
@@ -294,6 +434,7 @@ async function classifyOne({ file, path }, card) {
     card.tr.cells[2].remove();
     return;
   }
+  state.times.push(out.preprocess_ms + out.inference_ms);
   const best = out.top[0];
   for (const el of [card.li, card.tr]) {
     el.classList.remove("pending");
@@ -304,13 +445,60 @@ async function classifyOne({ file, path }, card) {
   card.li.dataset.preprocessMs = out.preprocess_ms.toFixed(2);
   card.li.dataset.inferenceMs = out.inference_ms.toFixed(2);
   state.rows.push([path, best.label, best.prob]);
+  state.cams.set(path, { maps: out.maps, width: out.width, height: out.height, labels: out.top.map((t) => t.label) });
+  if (out.heat) showHeat(card, best.label, out.heat);
 
   card.msg.textContent = `${out.preprocess_ms.toFixed(0)} ms preprocessing, ${out.inference_ms.toFixed(0)} ms on ${
-    state.classifier.backend === "webgpu" ? "the GPU" : "the CPU"
+    state.backend === "webgpu" ? "the GPU" : "the CPU"
   }`;
+  const list = topList(out.top);
+  // Clicking a class shows where its evidence is (the map comes from the same pass).
+  [...list.children].forEach((li, i) => {
+    li.tabIndex = 0;
+    li.title = `Show where the evidence for ${out.top[i].label} is`;
+    const pick = () => {
+      const cam = state.cams.get(path);
+      const png = state.wasm.heatPng(
+        JSON.stringify(cam.maps[i]), cam.width, cam.height, state.meta.resize, state.meta.image_size, HEAT_SIDE,
+      );
+      showHeat(card, out.top[i].label, png);
+    };
+    li.addEventListener("click", pick);
+    li.addEventListener("keydown", (e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), pick()));
+  });
+  card.info.insertBefore(list, card.msg);
+  card.tr.cells[1].textContent = best.label;
+  card.tr.cells[2].textContent = `${(best.prob * 100).toFixed(1)}%`;
+}
+
+// Lays a heat-map PNG over a card's photo; `data-cam` is its blob URL, `data-cam-class` the
+// class it explains.
+function showHeat(card, label, png) {
+  let heat = card.frame.querySelector("img.heat");
+  if (!heat) {
+    heat = document.createElement("img");
+    heat.className = "heat";
+    heat.alt = "";
+    heat.decoding = "async";
+    card.frame.append(heat);
+    $("cam-controls").hidden = false;
+  } else {
+    URL.revokeObjectURL(heat.src);
+  }
+  heat.src = URL.createObjectURL(new Blob([png], { type: "image/png" }));
+  heat.title = `Where the evidence for ${label} is`;
+  card.li.dataset.cam = heat.src;
+  card.li.dataset.camClass = label;
+  for (const li of card.info.querySelectorAll(".top li")) {
+    li.classList.toggle("explained", li.querySelector(".label").textContent === label);
+  }
+}
+
+// The top-k classes as labelled bars.
+function topList(top) {
   const list = document.createElement("ol");
   list.className = "top";
-  for (const { label, prob } of out.top) {
+  for (const { label, prob } of top) {
     const li = document.createElement("li");
     const pct = (prob * 100).toFixed(1);
     const name = document.createElement("span");
@@ -329,15 +517,16 @@ async function classifyOne({ file, path }, card) {
     li.append(name, bar, value);
     list.append(li);
   }
-  card.info.insertBefore(list, card.msg);
-  card.tr.cells[1].textContent = best.label;
-  card.tr.cells[2].textContent = `${(best.prob * 100).toFixed(1)}%`;
+  return list;
 }
 
 function summary() {
-  const done = $("results").querySelectorAll(".result:not(.pending)").length;
+  const done = $("results").querySelectorAll(".result:not(.pending):not(.cancelled)").length;
   const failed = $("results").querySelectorAll(".result.failed").length;
-  const text = `${done} classified${failed ? `, ${failed} failed` : ""}${state.pending ? `, ${state.pending} to go` : ""}`;
+  const cancelled = $("results").querySelectorAll(".result.cancelled").length;
+  const text = `${done} classified${failed ? `, ${failed} failed` : ""}${cancelled ? `, ${cancelled} cancelled` : ""}${
+    state.pending ? `, ${state.pending} to go` : ""
+  }`;
   $("batch-summary").textContent = text;
 }
 
@@ -353,8 +542,10 @@ function downloadCsv() {
 }
 
 function clearResults() {
+  cancelBatch();
   for (const img of $("results").querySelectorAll("img")) URL.revokeObjectURL(img.src);
   $("results").replaceChildren();
+  state.cams.clear();
   $("batch-table").tBodies[0].replaceChildren();
   state.rows = [];
   $("batch-summary").textContent = "";
@@ -449,7 +640,7 @@ function wireInput() {
     if (e.target === zone || !zone.contains(e.relatedTarget)) $("dropzone").classList.remove("over");
   });
   zone.addEventListener("drop", (e) => {
-    if (!state.classifier) {
+    if (!state.ready) {
       e.preventDefault();
       return;
     }
@@ -458,10 +649,131 @@ function wireInput() {
   document.addEventListener("paste", onPaste);
   $("download-csv").addEventListener("click", downloadCsv);
   $("clear").addEventListener("click", clearResults);
+  $("cancel").addEventListener("click", cancelBatch);
+  const opacity = $("cam-opacity");
+  const setOpacity = () => $("results").style.setProperty("--cam-opacity", String(opacity.value / 100));
+  opacity.addEventListener("input", setOpacity);
+  setOpacity();
+  $("camera-start").addEventListener("click", () => startCamera().catch((e) => cameraFailed(e)));
+  $("camera-stop").addEventListener("click", stopCamera);
+}
+
+// ---- Live camera ------------------------------------------------------------------------
+
+// Frames are classified one at a time: the next frame is grabbed only when the previous
+// answer is back, so a camera faster than the model skips frames instead of queueing them.
+const camera = { stream: null, tracks: [], running: false, inFlight: 0, maxInFlight: 0, frames: 0, stamps: [] };
+// For tests: camera tracks not yet stopped.
+state.cameraTracksLive = () => camera.tracks.filter((t) => t.readyState === "live").length;
+
+async function startCamera() {
+  if (camera.running) return;
+  const section = $("camera");
+  section.hidden = false;
+  section.dataset.state = "starting";
+  $("camera-status").textContent = "Asking for the camera…";
+  camera.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+  camera.tracks = camera.stream.getTracks();
+  const video = $("camera-video");
+  video.srcObject = camera.stream;
+  await video.play();
+  Object.assign(camera, { running: true, inFlight: 0, maxInFlight: 0, frames: 0, stamps: [] });
+  section.dataset.state = "on";
+  $("camera-start").hidden = true;
+  $("camera-stop").hidden = false;
+  $("camera-status").textContent = "Classifying what the camera sees…";
+  cameraLoop(video).catch((e) => cameraFailed(e));
+}
+
+function nextVideoFrame(video) {
+  return new Promise((resolve) =>
+    video.requestVideoFrameCallback ? video.requestVideoFrameCallback(() => resolve()) : requestAnimationFrame(() => resolve()),
+  );
+}
+
+async function cameraLoop(video) {
+  const section = $("camera");
+  while (camera.running) {
+    await nextVideoFrame(video);
+    if (!camera.running) break;
+    const bitmap = await createImageBitmap(video);
+    camera.inFlight += 1;
+    camera.maxInFlight = Math.max(camera.maxInFlight, camera.inFlight);
+    let out;
+    try {
+      out = await worker.call("frame", { bitmap, k: TOP_K }, [bitmap]);
+    } finally {
+      camera.inFlight -= 1;
+    }
+    if (!camera.running) break; // stopped while this frame was out: do not draw it
+    camera.frames += 1;
+    const now = performance.now();
+    camera.stamps.push(now);
+    while (camera.stamps.length && camera.stamps[0] < now - 2000) camera.stamps.shift();
+    const fps = camera.stamps.length > 1 ? ((camera.stamps.length - 1) * 1000) / (now - camera.stamps[0]) : 0;
+    const best = out.top[0];
+    $("camera-top").replaceChildren(...topList(out.top).children);
+    $("camera-fps").textContent = `${fps.toFixed(1)} frames/s classified, ${(out.preprocess_ms + out.inference_ms).toFixed(0)} ms a frame`;
+    Object.assign(section.dataset, {
+      frames: String(camera.frames),
+      fps: fps.toFixed(2),
+      label: best.label,
+      prob: String(best.prob),
+      maxInFlight: String(camera.maxInFlight),
+    });
+  }
+}
+
+function stopCamera() {
+  camera.running = false;
+  for (const track of camera.stream?.getTracks() || []) track.stop();
+  camera.stream = null;
+  const video = $("camera-video");
+  video.pause();
+  video.srcObject = null;
+  $("camera").dataset.state = "off";
+  $("camera-start").hidden = false;
+  $("camera-stop").hidden = true;
+  $("camera-status").textContent = `Camera off (${camera.frames} frames classified).`;
+}
+
+function cameraFailed(e) {
+  stopCamera();
+  $("camera").dataset.state = "error";
+  $("camera-status").textContent = `Cannot use the camera: ${errText(e)}`;
+}
+
+// ---- Offline --------------------------------------------------------------------------
+
+// The service worker (sw.js) keeps the page and its wasm; the bundle is in the Cache API
+// (fetchCached). `data-offline="ready"` once both are in place: the next visit works without
+// a network.
+async function registerServiceWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  try {
+    const registration = await navigator.serviceWorker.register("sw.js");
+    // Ready once a worker has cached the page and is active; a worker whose install failed
+    // (a file it could not fetch) turns "redundant" and leaves no offline copy.
+    const sw = registration.installing || registration.waiting;
+    if (sw) {
+      await new Promise((resolve, reject) =>
+        sw.addEventListener("statechange", () => {
+          if (sw.state === "activated") resolve();
+          if (sw.state === "redundant") reject(new Error("the service worker could not keep the page's files"));
+        }),
+      );
+    }
+    body.dataset.offline = "ready";
+  } catch (e) {
+    console.warn("petal: no offline copy:", e);
+    body.dataset.offline = "unavailable";
+  }
 }
 
 wireInput();
-loadModel().catch((e) => {
-  console.error(e);
-  fail(errText(e));
-});
+loadModel()
+  .then(registerServiceWorker)
+  .catch((e) => {
+    console.error(e);
+    fail(errText(e));
+  });

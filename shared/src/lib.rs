@@ -8,11 +8,13 @@
 //! - [`model`]: torchvision's ResNet-18/34/50/101/152, with per-stage activations.
 //! - [`bundle`]: the self-describing model bundle (`petal.json` + burnpack weights).
 //! - [`classify`]: softmax and top-k, shared by the CLI and the web page.
+//! - [`cam`]: class activation maps mapped back onto the photo (`petal explain`, the page).
 //! - [`files`] and [`score_csv`]: which files a folder search takes, their names and order,
 //!   and the score CSV — the same rules in `petal score` and the page.
 //! - `import` (feature `import`, native only): torchvision `state_dict` files → [`model::ResNet`].
 
 pub mod bundle;
+pub mod cam;
 pub mod classify;
 pub mod files;
 #[cfg(feature = "fs")]

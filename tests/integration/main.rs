@@ -4,6 +4,7 @@ mod augment;
 mod cli;
 mod download;
 mod eval;
+mod explain;
 mod import_errors;
 mod parity;
 mod reference;

@@ -32,6 +32,7 @@ const TYPES = {
   ".json": "application/json",
   ".png": "image/png",
   ".jpg": "image/jpeg",
+  ".svg": "image/svg+xml",
 };
 
 // Serves `mounts` ({"/prefix/": folder}, longest prefix first; "/" for the page) on 127.0.0.1,
@@ -51,7 +52,12 @@ export async function serve(mounts) {
       return;
     }
     fs.stat(file, (err, st) => {
-      if (err || !st.isFile()) {
+      // A folder's URL answers its index.html, as static servers do.
+      if (!err && st.isDirectory()) {
+        file = path.join(file, "index.html");
+        st = fs.existsSync(file) ? fs.statSync(file) : null;
+      }
+      if (err || !st?.isFile()) {
         res.writeHead(404, { "Content-Type": "text/plain" }).end("not found");
         return;
       }
@@ -109,8 +115,11 @@ export async function servePetal({ petal, page, model }) {
   return { base, hits, close };
 }
 
-// Headless Chromium; `webgpu` turns on WebGPU (SwiftShader on a machine without a GPU).
-export async function launch({ webgpu }) {
+// Headless Chromium; `webgpu` turns on WebGPU (SwiftShader on a machine without a GPU). The
+// camera is Chromium's fake one (a moving test pattern), allowed without a prompt. With
+// `profile` (a folder) the browser keeps a real profile there instead of an incognito-like
+// context: Chromium only offers to install an app outside incognito.
+export async function launch({ webgpu, profile }) {
   const args = [
     "--no-sandbox",
     "--disable-quic",
@@ -118,9 +127,20 @@ export async function launch({ webgpu }) {
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
   ];
   if (webgpu) args.push("--enable-unsafe-webgpu");
   else args.push("--disable-features=WebGPU");
+  if (profile) {
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args,
+      acceptDownloads: true,
+    });
+    return { browser: { close: () => context.close() }, context };
+  }
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,

@@ -13,11 +13,12 @@ import { launch, openPage, waitSettled } from "./lib.mjs";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const WEIGHTS = 3_000_000;
 
-// The wasm module's part, as far as loading goes: petal.json passes through, loading succeeds.
-const STUB = `<script>
+// The wasm module's part, as far as loading goes: petal.json passes through, and the worker
+// (a stand-in too, below) loads the model. The preload links are those trunk writes.
+const STUB = `<link rel="modulepreload" href="stub.js"><link rel="preload" href="stub.wasm" as="fetch" type="application/wasm">
+<script>
 window.wasmBindings = {
   parseMeta: (bytes) => new TextDecoder().decode(bytes),
-  Classifier: { load: async () => ({ backend: "cpu" }) },
 };
 // Every state of the bar while the weights stream in.
 window.progressSeen = [];
@@ -56,6 +57,16 @@ const files = {
   "/app.js": ["text/javascript", fs.readFileSync(path.join(root, "web/app.js"))],
   "/style.css": ["text/css", fs.readFileSync(path.join(root, "web/style.css"))],
   "/model/petal.json": ["application/json", meta],
+  // The inference worker's answer to "load": the model is ready on the CPU.
+  "/worker.js": [
+    "text/javascript",
+    `onmessage = ({ data }) => postMessage({ id: data.id, ok: true, value: ${JSON.stringify({
+      backend: "cpu",
+      reason: "stand-in",
+      adapter: null,
+      loadMs: 0,
+    })} });`,
+  ],
 };
 
 let withLength = false;

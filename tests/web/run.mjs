@@ -28,6 +28,11 @@ for (const k of ["dist", "bundle", "photos", "work"]) {
 }
 const work = args.work;
 const TOL = 1e-4;
+// Class maps (in logit units) against the native CLI's, on either backend.
+const CAM_TOL = 1e-4;
+const explained = new Map(
+  JSON.parse(fs.readFileSync(path.join(work, "explain.json"), "utf8")).map((r) => [path.basename(r.file), r]),
+);
 
 const photos = fs.readdirSync(args.photos).filter((f) => !f.startsWith(".")).sort();
 const expected = new Map(
@@ -104,6 +109,88 @@ function compare(label, got) {
   return { maxDiff, bad };
 }
 
+// The page's class maps (top class of each photo) against `petal explain --json`, and each
+// card's heat map: a PNG of the photo's aspect ratio, transparent outside the crop.
+async function checkCams(page, label, tol) {
+  const cams = await page.evaluate(async () => {
+    const out = [];
+    for (const card of document.querySelectorAll("#results .result[data-label]")) {
+      const cam = window.petal.cams.get(card.dataset.file);
+      const img = new Image();
+      img.src = card.dataset.cam;
+      await img.decode();
+      const c = new OffscreenCanvas(img.naturalWidth, img.naturalHeight);
+      const ctx = c.getContext("2d");
+      ctx.drawImage(img, 0, 0);
+      const px = ctx.getImageData(0, 0, c.width, c.height).data;
+      let opaque = 0;
+      for (let i = 3; i < px.length; i += 4) opaque += px[i] === 255;
+      out.push({
+        file: card.dataset.file,
+        camClass: card.dataset.camClass,
+        label: card.dataset.label,
+        blob: card.dataset.cam.startsWith("blob:"),
+        map: cam.maps[0],
+        width: cam.width,
+        height: cam.height,
+        png: [c.width, c.height],
+        opaque: opaque / (c.width * c.height),
+      });
+    }
+    return out;
+  });
+  let maxDiff = 0;
+  let bad = 0;
+  for (const c of cams) {
+    const want = explained.get(path.basename(c.file));
+    if (!want?.explained) {
+      failed(`${label}: no \`petal explain\` answer for ${c.file}`);
+      bad++;
+      continue;
+    }
+    const e = want.explained;
+    if (c.camClass !== c.label || !c.blob) {
+      failed(`${label}: ${c.file}: data-cam ${c.blob ? "" : "not a blob URL, "}for ${c.camClass}, top-1 ${c.label}`);
+      bad++;
+    }
+    if (e.label !== c.label) continue; // a near-tie top-1 (checked by compare()): other class
+    if (e.map.height !== c.map.height || e.map.width !== c.map.width) {
+      failed(`${label}: ${c.file}: grid ${c.map.height}×${c.map.width}, native ${e.map.height}×${e.map.width}`);
+      bad++;
+      continue;
+    }
+    for (let i = 0; i < e.map.values.length; i++) {
+      const d = Math.abs(e.map.values[i] - c.map.values[i]);
+      maxDiff = Math.max(maxDiff, d);
+      if (!(d <= tol)) {
+        failed(`${label}: ${c.file} map[${i}]: page ${c.map.values[i]}, native ${e.map.values[i]}`);
+        bad++;
+        break;
+      }
+    }
+    // The heat map: the photo's aspect ratio (longer side 320 at most), opaque exactly over
+    // the crop (a square of the photo's shorter side here: resize and crop differ by 9/64).
+    const [w, h] = c.png;
+    const aspectOk = Math.abs(w / h - c.width / c.height) < 0.02 && Math.max(w, h) <= 320;
+    const [l, t, r, b] = e.crop;
+    const cropShare = ((r - l) * (b - t)) / (c.width * c.height);
+    if (!aspectOk || Math.abs(c.opaque - cropShare) > 0.03) {
+      failed(`${label}: ${c.file}: heat map ${w}×${h}, ${(c.opaque * 100).toFixed(1)}% opaque, crop is ${(cropShare * 100).toFixed(1)}%`);
+      bad++;
+    }
+  }
+  if (!bad) {
+    ok(
+      `${label}: ${cams.length} heat maps (data-cam blob URLs over the crop); top-class maps equal ` +
+        `\`petal explain\`: max |Δ| ${maxDiff.toExponential(2)} (≤ ${tol})`,
+    );
+  }
+}
+
+async function aboutPanel(page) {
+  return page.evaluate(() => ({ ...document.getElementById("about").dataset }));
+}
+
 function timingSummary(got) {
   const ok = got.filter((r) => !r.error);
   const med = (xs) => {
@@ -136,8 +223,10 @@ function dumpLog(page) {
 let gpu = await launch({ webgpu: true });
 let page;
 
-await section("WebGPU: page loads the bundle on WebGPU", async () => {
-  page = await openPage(gpu.context, page_url());
+// SwiftShader is a software adapter, so the page would pick the CPU path on its own (checked
+// below); `?backend=webgpu` forces WebGPU to check its answers.
+await section("WebGPU (forced): page loads the bundle on WebGPU", async () => {
+  page = await openPage(gpu.context, page_url("?backend=webgpu"));
   const s = await waitSettled(page);
   if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
   s.backend === "webgpu" ? ok("data-backend=webgpu") : failed(`data-backend=${s.backend}`);
@@ -145,6 +234,19 @@ await section("WebGPU: page loads the bundle on WebGPU", async () => {
   const bar = await page.evaluate(() => getComputedStyle(document.getElementById("progress-wrap")).display);
   bar === "none" ? ok("the download bar is gone once the model is ready") : failed(`download bar display ${bar}`);
   console.log(`  model ready in ${seconds(s.loadMs)} after download (includes one warm-up pass)`);
+});
+
+await section("f16 bundle on an adapter without shader-f16 (widened to f32 on load)", async () => {
+  const about = await aboutPanel(page);
+  const meta = JSON.parse(fs.readFileSync(path.join(args.bundle, "petal.json"), "utf8"));
+  meta.precision === "f16" ? ok("the test bundle stores f16 weights") : failed(`bundle precision ${meta.precision}`);
+  about.shaderF16 === "false"
+    ? ok(`the adapter (${about.adapter}) has no shader-f16, and the bundle loaded on WebGPU`)
+    : failed(`shader-f16 ${about.shaderF16}: this check needs an adapter without it`);
+  about.backend === "webgpu" ? ok("about panel: backend WebGPU") : failed(`about panel backend ${about.backend}`);
+  Number(about.modelBytes) === fs.statSync(path.join(args.bundle, meta.weights)).size
+    ? ok(`about panel: model size ${about.modelBytes} bytes`)
+    : failed(`about panel model size ${about.modelBytes}`);
 });
 
 await section("wasm preprocessing is byte-identical to `petal preprocess`", async () => {
@@ -177,6 +279,11 @@ await section("WebGPU: photos from the file picker equal `petal predict`", async
   const { maxDiff, bad } = compare("webgpu", got);
   if (!bad) ok(`${got.length} photos, max |Δprob| ${maxDiff.toExponential(2)} (≤ ${TOL})`);
   console.log(`  ${timingSummary(got)}`);
+  await checkCams(page, "webgpu", CAM_TOL);
+  const about = await aboutPanel(page);
+  Number(about.p50) > 0 && Number(about.p90) >= Number(about.p50) && Number(about.imagesPerSecond) > 0
+    ? ok(`about panel: ${about.p50} ms p50, ${about.p90} ms p90, ${Number(about.imagesPerSecond).toFixed(2)} images/s`)
+    : failed(`about panel timings ${JSON.stringify(about)}`);
 });
 
 await section("Second visit: the bundle comes from the Cache API", async () => {
@@ -244,6 +351,210 @@ await section("A missing or broken bundle says so", async () => {
   }
 });
 dumpLog(page);
+
+await section("Auto: a software WebGPU adapter gets the CPU path, and the page says why", async () => {
+  page = await openPage(gpu.context, page_url());
+  const s = await waitSettled(page);
+  if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
+  const about = await aboutPanel(page);
+  s.backend === "cpu" ? ok("data-backend=cpu on SwiftShader") : failed(`data-backend=${s.backend}`);
+  about.fallbackAdapter === "true"
+    ? ok(`the adapter (${about.adapter}) is reported as a fallback adapter`)
+    : failed(`fallback adapter ${about.fallbackAdapter}`);
+  const shown = await page.evaluate(() => document.getElementById("info-backend").textContent);
+  /software/.test(shown) ? ok(`the page says: "${shown}"`) : failed(`backend text "${shown}"`);
+});
+
+await section("CPU path: class activation maps equal `petal explain` (native) within 1e-4", async () => {
+  await page.setInputFiles(
+    "#file-input",
+    photos.map((p) => path.join(args.photos, p)),
+  );
+  const got = await results(page, photos.length);
+  const { bad } = compare("cpu (auto)", got);
+  if (!bad) ok(`${got.length} photos equal \`petal predict\``);
+  await checkCams(page, "cpu", CAM_TOL);
+});
+
+await section("Never blocks: requestAnimationFrame keeps ticking while 50 photos classify", async () => {
+  await page.reload();
+  await waitSettled(page);
+  const r = await page.evaluate(async (names) => {
+    const blobs = [];
+    for (const n of names) blobs.push([n, await (await fetch(`/photos/${encodeURIComponent(n)}`)).blob()]);
+    // Five large photos (6000×4000 PNGs of noise): each takes the worker about a second,
+    // which on the main thread would be a frame that long. Drawn in a worker of the test's
+    // own, so that their pixels do not leave garbage on the heap of the thread under test.
+    const painter = new Worker(
+      URL.createObjectURL(
+        new Blob(
+          [
+            `onmessage = async () => {
+              const out = [];
+              for (let i = 0; i < 5; i++) {
+                const c = new OffscreenCanvas(6000, 4000);
+                const ctx = c.getContext("2d");
+                const img = ctx.createImageData(6000, 4000);
+                for (let at = 0; at < img.data.length; at += 65536) {
+                  crypto.getRandomValues(img.data.subarray(at, at + 65536));
+                }
+                ctx.putImageData(img, 0, 0);
+                out.push(await c.convertToBlob({ type: "image/png" }));
+              }
+              postMessage(out);
+            };`,
+          ],
+          { type: "text/javascript" },
+        ),
+      ),
+    );
+    const large = await new Promise((res) => {
+      painter.onmessage = (e) => res(e.data);
+      painter.postMessage(0);
+    });
+    painter.terminate();
+    large.forEach((b, i) => blobs.push([`large-${i}.png`, b]));
+    const dt = new DataTransfer();
+    for (let i = 0; i < 50; i++) {
+      const [n, b] = i < 5 ? blobs[names.length + i] : blobs[i % names.length];
+      dt.items.add(new File([b], `copy${i}-${n}`, { type: b.type }));
+    }
+    // Frame gaps while the batch runs, and the main thread's long tasks (≥ 50 ms, as the
+    // browser reports them): a main thread busy with inference would show both.
+    const longTasks = [];
+    const observer = new PerformanceObserver((list) => longTasks.push(...list.getEntries().map((e) => e.duration)));
+    observer.observe({ type: "longtask" });
+    let frames = 0;
+    let last = 0;
+    let maxGap = 0;
+    let running = true;
+    const tick = (t) => {
+      if (last) maxGap = Math.max(maxGap, t - last);
+      last = t;
+      frames++;
+      if (running) requestAnimationFrame(tick);
+    };
+    await new Promise((res) => requestAnimationFrame(res));
+    requestAnimationFrame(tick);
+    const t0 = performance.now();
+    document
+      .getElementById("dropzone")
+      .dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    await new Promise((res) => {
+      const check = () =>
+        document.body.dataset.state === "ready" &&
+        document.querySelectorAll("#results .result:not(.pending)").length >= 50
+          ? res()
+          : setTimeout(check, 20);
+      check();
+    });
+    running = false;
+    observer.disconnect();
+    const cards = [...document.querySelectorAll("#results .result")];
+    const work = cards.map((c) => Number(c.dataset.preprocessMs) + Number(c.dataset.inferenceMs));
+    return {
+      ms: performance.now() - t0,
+      frames,
+      maxGap,
+      done: cards.filter((c) => c.dataset.label).length,
+      workMs: work.reduce((a, b) => a + b, 0),
+      maxWorkMs: Math.max(...work),
+      longestTask: Math.max(0, ...longTasks),
+    };
+  }, photos);
+  console.log(
+    `  50 photos in ${seconds(r.ms)} (${r.workMs.toFixed(0)} ms of work in the worker, longest photo ` +
+      `${r.maxWorkMs.toFixed(0)} ms); ${r.frames} frames, longest gap ${r.maxGap.toFixed(0)} ms, longest ` +
+      `main-thread task ${r.longestTask.toFixed(0)} ms`,
+  );
+  r.done === 50 ? ok("all 50 photos classified") : failed(`${r.done}/50 classified`);
+  // On the main thread each large photo would be one task (and one frame) of ~1 s; in the
+  // worker the page keeps drawing. The bounds leave room for a loaded 2-core machine.
+  r.maxWorkMs > 800
+    ? ok(`the largest photo took the worker ${r.maxWorkMs.toFixed(0)} ms (> 800 ms: the checks below mean something)`)
+    : failed(`the largest photo took only ${r.maxWorkMs.toFixed(0)} ms; the checks below are too weak`);
+  r.longestTask < 250
+    ? ok(`longest main-thread task ${r.longestTask.toFixed(0)} ms < 250 ms`)
+    : failed(`a main-thread task took ${r.longestTask.toFixed(0)} ms`);
+  r.maxGap < 400 ? ok(`longest frame gap ${r.maxGap.toFixed(0)} ms < 400 ms`) : failed(`frame gap ${r.maxGap.toFixed(0)} ms`);
+  const rate = (r.frames * 1000) / r.ms;
+  rate >= 20 ? ok(`${rate.toFixed(0)} frames/s during the batch`) : failed(`${rate.toFixed(1)} frames/s during the batch`);
+});
+
+await section("Cancel: a batch stops, the photos not yet classified say so", async () => {
+  await page.reload();
+  await waitSettled(page);
+  await dropFiles(page, "/photos/", [...photos, ...photos, ...photos]);
+  await page.waitForFunction(() => document.querySelectorAll("#results .result[data-label]").length >= 2, null, {
+    timeout: 120_000,
+  });
+  await page.click("#cancel");
+  await page.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 120_000 });
+  const count = () =>
+    page.evaluate(() => ({
+      done: document.querySelectorAll("#results .result[data-label], #results .result.failed").length,
+      cancelled: document.querySelectorAll("#results .result.cancelled").length,
+      pending: document.querySelectorAll("#results .result.pending").length,
+      cancelHidden: document.getElementById("cancel").hidden,
+    }));
+  const a = await count();
+  await page.waitForTimeout(1000);
+  const b = await count();
+  const total = photos.length * 3;
+  a.cancelled > 0 && a.done + a.cancelled === total && a.pending === 0 && a.cancelHidden
+    ? ok(`${a.done} classified, ${a.cancelled} cancelled, none pending; the button is gone`)
+    : failed(`after cancel: ${JSON.stringify(a)} of ${total}`);
+  b.done === a.done ? ok("nothing classified after the cancel") : failed(`classified after cancel: ${a.done} → ${b.done}`);
+});
+
+await section("Camera: Chromium's fake camera gives updating top-5 bars, one frame at a time, and stops", async () => {
+  await page.click("#camera-start");
+  const cam = () =>
+    page.evaluate(() => {
+      const d = document.getElementById("camera").dataset;
+      return {
+        state: d.state,
+        frames: Number(d.frames || 0),
+        fps: Number(d.fps || 0),
+        label: d.label,
+        maxInFlight: Number(d.maxInFlight || 0),
+        bars: document.querySelectorAll("#camera-top li .bar").length,
+        fpsText: document.getElementById("camera-fps").textContent,
+        video: Boolean(document.getElementById("camera-video").srcObject),
+      };
+    });
+  await page.waitForFunction(() => Number(document.getElementById("camera").dataset.frames || 0) >= 5, null, {
+    timeout: 120_000,
+  });
+  const a = await cam();
+  await page.waitForTimeout(1500);
+  const b = await cam();
+  b.frames > a.frames && b.bars === 5 && b.fps > 0
+    ? ok(`frames ${a.frames} → ${b.frames} in 1.5 s, ${b.bars} bars, "${b.fpsText}"`)
+    : failed(`camera not updating: ${JSON.stringify([a, b])}`);
+  b.maxInFlight === 1 ? ok("never more than one frame in flight") : failed(`max in flight ${b.maxInFlight}`);
+  await page.click("#camera-stop");
+  const c = await cam();
+  await page.waitForTimeout(1000);
+  const d = await cam();
+  const live = await page.evaluate(() => window.petal.cameraTracksLive?.() ?? -1);
+  c.state === "off" && !c.video && d.frames === c.frames && live === 0
+    ? ok(`stopped: no stream, camera tracks ended, frames stay at ${d.frames}`)
+    : failed(`after stop: ${JSON.stringify([c, d])}, live tracks ${live}`);
+});
+
+await section("Camera frames go through the same preprocessing: pixels of a PNG equal `petal predict`", async () => {
+  const name = photos.find((p) => p.endsWith(".png"));
+  const out = await page.evaluate(async (url) => {
+    const blob = await (await fetch(url)).blob();
+    const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    return window.petal.worker.call("frame", { bitmap, k: 5 }, [bitmap]);
+  }, `/photos/${encodeURIComponent(name)}`);
+  const r = { file: name, label: out.top[0].label, prob: out.top[0].prob, top: out.top };
+  const { maxDiff, bad } = compare("frame", [r]);
+  if (!bad) ok(`${name} as RGBA pixels: max |Δprob| ${maxDiff.toExponential(2)}`);
+});
+dumpLog(page);
 await gpu.browser.close();
 
 // ---- Chromium without WebGPU: the CPU fallback --------------------------------------------
@@ -262,6 +573,53 @@ await section("No WebGPU: CPU fallback, dropped photos equal `petal predict`", a
   console.log(`  ${timingSummary(got)}`);
 });
 dumpLog(page);
+
+await section("Offline: after one visit, the page classifies with the server stopped", async () => {
+  // A server of its own (a fresh origin, so a fresh service worker), stopped halfway. The
+  // Node one, as any static server: under `petal serve` one of the service worker's requests
+  // now and then waits ~20 s before the server logs it, and Chromium's installability query
+  // then hangs for minutes (seen in 2 of 5 runs, never with this server).
+  const own = await serve({ "/": args.dist, "/model/": args.bundle });
+  const { browser, context } = await launch({ webgpu: false, profile: path.join(work, "offline-profile") });
+  const url = `${own.base}/index.html`;
+  let p = await openPage(context, url);
+  let s = await waitSettled(p);
+  if (s.state !== "ready") throw new Error(`first visit: state ${s.state}: ${s.status}`);
+  await p.waitForFunction(() => document.body.dataset.offline === "ready", null, { timeout: 120_000 });
+  ok("first visit: the service worker is ready");
+  const cdp = await context.newCDPSession(p);
+  const within = (promise, what) => {
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no answer in 60 s`)), 60_000);
+    });
+    return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+  };
+  const { installabilityErrors } = await within(cdp.send("Page.getInstallabilityErrors"), "installability");
+  const { url: manifestUrl, errors } = await within(cdp.send("Page.getAppManifest"), "manifest");
+  installabilityErrors.length === 0 && errors.length === 0
+    ? ok(`installable: ${manifestUrl.replace(own.base, "")} parses and Chromium reports no installability errors`)
+    : failed(`installability: ${JSON.stringify(installabilityErrors)} manifest errors ${JSON.stringify(errors)}`);
+  await p.close();
+  await own.close();
+
+  p = await openPage(context, url);
+  s = await waitSettled(p);
+  if (s.state !== "ready") {
+    dumpLog(p);
+    throw new Error(`offline visit: state ${s.state}: ${s.status}`);
+  }
+  s.modelSource === "cache" ? ok("server stopped: the page and the bundle came from the browser") : failed(`source ${s.modelSource}`);
+  await p.setInputFiles(
+    "#file-input",
+    photos.map((f) => path.join(args.photos, f)),
+  );
+  const got = await results(p, photos.length);
+  const { maxDiff, bad } = compare("offline", got);
+  if (!bad) ok(`offline: ${got.length} photos equal \`petal predict\`, max |Δprob| ${maxDiff.toExponential(2)}`);
+  await browser.close();
+});
+
 await cpu.browser.close();
 await server.close();
 

@@ -17,7 +17,7 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Compute backend of `train`, `eval`, `score` and `predict` (default: the fastest this
+    /// Compute backend of `train`, `eval`, `score`, `predict` and `explain` (default: the fastest this
     /// build has). One option for every command, so scripts can set it once (or through
     /// PETAL_DEVICE); `import`, `export` and `demo` always run on the CPU.
     #[arg(long, value_enum, default_value_t, env = "PETAL_DEVICE", global = true)]
@@ -47,6 +47,7 @@ pub enum Command {
     Score(commands::score::Args),
     Demo(commands::demo::Args),
     Eval(commands::eval::Args),
+    Explain(commands::explain::Args),
     Download(commands::download::Args),
     Export(commands::export::Args),
     Serve(commands::serve::Args),
@@ -112,6 +113,7 @@ pub fn run(command: Command, compute: Compute) -> Result<ExitCode> {
         Command::Score(args) => commands::score::run(args, compute),
         Command::Demo(args) => commands::demo::run(args),
         Command::Eval(args) => commands::eval::run(args, compute),
+        Command::Explain(args) => commands::explain::run(args, compute),
         Command::Download(args) => commands::download::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Serve(args) => commands::serve::run(args),

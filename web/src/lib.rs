@@ -16,6 +16,7 @@
 //! `autotune` nor `fusion` (see `Cargo.toml`), initialises the wgpu runtime with
 //! `init_async`, and reads results only with `into_data_async`.
 
+pub mod backend;
 pub mod score_csv;
 
 #[cfg(target_arch = "wasm32")]

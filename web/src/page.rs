@@ -2,7 +2,9 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use petal_shared::classify::{softmax, top_k};
+use image::RgbImage;
+use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
+use petal_shared::classify::{softmax, top_k, top_k_indices};
 use petal_shared::model::FoldedResNet;
 use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
 use serde::Serialize;
@@ -75,6 +77,12 @@ struct Outcome {
     logits: Vec<f32>,
     /// Softmax probabilities of every class (the CSV and the tests use them).
     probs: Vec<f32>,
+    /// The photo's size: the heat maps are drawn over it.
+    width: u32,
+    height: u32,
+    /// Class activation maps of the top classes, in the order of `top` (see
+    /// [`petal_shared::cam`]); [`heat_png`] draws one over the photo.
+    maps: Vec<ClassMap>,
     preprocess_ms: f64,
     inference_ms: f64,
 }
@@ -162,8 +170,8 @@ impl Classifier {
     }
 
     /// Classifies one encoded image; resolves to a JSON string
-    /// `{top: [{index, label, prob}], logits, probs, preprocess_ms, inference_ms}` or rejects
-    /// with a message naming what is wrong with the file.
+    /// `{top: [{index, label, prob}], logits, probs, width, height, maps, preprocess_ms,
+    /// inference_ms}` or rejects with a message naming what is wrong with the file.
     pub fn classify(&self, bytes: Vec<u8>, k: usize) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
         let busy = Rc::clone(&self.busy);
@@ -171,7 +179,34 @@ impl Classifier {
             let _guard = busy
                 .try_borrow_mut()
                 .map_err(|_| JsError::new("the classifier is busy with another image"))?;
-            let outcome = classify(&inner, &bytes, k).await?;
+            let t0 = now_ms();
+            let photo = inner.preprocessor.decode(&bytes).map_err(js_err)?;
+            let outcome = classify(&inner, &photo, k, t0).await?;
+            Ok(JsValue::from_str(
+                &serde_json::to_string(&outcome).map_err(js_err)?,
+            ))
+        })
+    }
+
+    /// Classifies raw RGBA pixels (a video frame from a canvas, `width · height · 4` bytes; the
+    /// alpha is dropped as decoding does); resolves like [`classify`](Self::classify).
+    #[wasm_bindgen(js_name = classifyPixels)]
+    pub fn classify_pixels(
+        &self,
+        rgba: Vec<u8>,
+        width: u32,
+        height: u32,
+        k: usize,
+    ) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        let busy = Rc::clone(&self.busy);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let _guard = busy
+                .try_borrow_mut()
+                .map_err(|_| JsError::new("the classifier is busy with another image"))?;
+            let t0 = now_ms();
+            let photo = rgb_from_rgba(&rgba, width, height)?;
+            let outcome = classify(&inner, &photo, k, t0).await?;
             Ok(JsValue::from_str(
                 &serde_json::to_string(&outcome).map_err(js_err)?,
             ))
@@ -179,46 +214,106 @@ impl Classifier {
     }
 }
 
-async fn logits_for(inner: &Inner, tensor: Vec<f32>) -> Result<Vec<f32>, JsError> {
+fn rgb_from_rgba(rgba: &[u8], width: u32, height: u32) -> Result<RgbImage, JsError> {
+    if width == 0 || height == 0 || rgba.len() != 4 * width as usize * height as usize {
+        return Err(JsError::new(&format!(
+            "{} bytes are not {width}×{height} RGBA pixels",
+            rgba.len()
+        )));
+    }
+    let rgb = rgba
+        .chunks_exact(4)
+        .flat_map(|px| [px[0], px[1], px[2]])
+        .collect();
+    RgbImage::from_raw(width, height, rgb).ok_or_else(|| JsError::new("bad pixel buffer"))
+}
+
+/// Logits and class maps of one preprocessed image.
+async fn forward(inner: &Inner, tensor: Vec<f32>) -> Result<(Vec<f32>, ClassMaps), JsError> {
     let side = inner.preprocessor.image_size;
     match &inner.net {
-        Network::Cpu(net) => Ok(net.forward(&tensor, 1, side, side)),
+        Network::Cpu(net) => Ok(net.forward_with_class_maps(&tensor, 1, side, side)),
         Network::Gpu { model, device } => {
             let input = Tensor::<4>::from_data(TensorData::new(tensor, [1, 3, side, side]), device);
-            let data = model
-                .forward(input)
-                .into_data_async()
-                .await
-                .map_err(js_err)?;
-            data.try_into_vec::<f32>()
-                .map_err(|e| js_err(format!("{e:?}")))
+            let (logits, maps) = cam::class_maps(model, input);
+            // Async reads only: a synchronous one would block on the GPU (see lib.rs).
+            let logits = logits.into_data_async().await.map_err(js_err)?;
+            let maps = maps.into_data_async().await.map_err(js_err)?;
+            let logits = logits
+                .try_into_vec::<f32>()
+                .map_err(|e| js_err(format!("{e:?}")))?;
+            Ok((logits, cam::class_maps_from_data(maps).map_err(js_err)?))
         }
     }
 }
 
 async fn warm_up(inner: &Inner) -> Result<(), JsError> {
     let side = inner.preprocessor.image_size;
-    logits_for(inner, vec![0.0; 3 * side * side]).await?;
+    forward(inner, vec![0.0; 3 * side * side]).await?;
     Ok(())
 }
 
-async fn classify(inner: &Inner, bytes: &[u8], k: usize) -> Result<Outcome, JsError> {
-    let t0 = now_ms();
-    let tensor = inner
-        .preprocessor
-        .tensor_from_bytes(bytes)
-        .map_err(js_err)?;
+/// `t0`: when the work on this image started (decoding counts as preprocessing).
+async fn classify(inner: &Inner, photo: &RgbImage, k: usize, t0: f64) -> Result<Outcome, JsError> {
+    let tensor = inner.preprocessor.tensor_from_image(photo);
     let t1 = now_ms();
-    let logits = logits_for(inner, tensor).await?;
+    let (logits, maps) = forward(inner, tensor).await?;
     let t2 = now_ms();
     let classes = &inner.meta.classes;
+    let k = k.max(1);
+    let probs = softmax(&logits);
+    let maps = top_k_indices(&probs, k)
+        .into_iter()
+        .map(|class| maps.map(0, class))
+        .collect::<Result<_, _>>()
+        .map_err(js_err)?;
     Ok(Outcome {
-        top: top_k(&logits, classes, k.max(1)),
-        probs: softmax(&logits),
+        top: top_k(&logits, classes, k),
+        probs,
         logits,
+        width: photo.width(),
+        height: photo.height(),
+        maps,
         preprocess_ms: t1 - t0,
         inference_ms: t2 - t1,
     })
+}
+
+/// A class map (one of an outcome's `maps`, as JSON) drawn for a `width × height` photo: the
+/// map taken back through the bundle's resize (`resize`) and center crop (`image_size`), as
+/// an RGBA PNG whose longer side is at most `max_side` — jet colours over the crop, transparent
+/// where the network saw nothing. The page lays it over the photo with an opacity slider.
+#[wasm_bindgen(js_name = heatPng)]
+pub fn heat_png(
+    map_json: &str,
+    width: u32,
+    height: u32,
+    resize: usize,
+    image_size: usize,
+    max_side: u32,
+) -> Result<Vec<u8>, JsError> {
+    let map: ClassMap = serde_json::from_str(map_json).map_err(js_err)?;
+    if map.height * map.width != map.values.len() || map.values.is_empty() {
+        return Err(JsError::new("a class map's values do not fill its grid"));
+    }
+    let pre = Preprocessor::new(resize, image_size).map_err(js_err)?;
+    let geometry = CropGeometry::new(width, height, &pre);
+    let (w, h) = cam::fit_within(width, height, max_side.max(1));
+    let normalised = cam::normalise(&geometry.project(&map, w, h));
+    cam::png_bytes(&cam::heat_layer(&normalised, w, h)).map_err(js_err)
+}
+
+/// The page's backend decision (see [`crate::backend`]): `requested` is `?backend=`'s value,
+/// `adapter_json` the adapter's facts (`null` without WebGPU). Returns `{backend, reason}`.
+#[wasm_bindgen(js_name = chooseBackend)]
+pub fn choose_backend(requested: &str, adapter_json: &str) -> Result<String, JsError> {
+    let adapter: Option<crate::backend::AdapterFacts> =
+        serde_json::from_str(adapter_json).map_err(js_err)?;
+    let choice = crate::backend::choose(
+        crate::backend::Requested::parse(requested),
+        adapter.as_ref(),
+    );
+    serde_json::to_string(&choice).map_err(js_err)
 }
 
 /// `petal score`'s CSV for the batch table; see [`crate::score_csv::score_csv`].

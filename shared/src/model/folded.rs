@@ -8,6 +8,7 @@
 //! output channel.
 
 use super::{Block, ResNet};
+use crate::cam::ClassMaps;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
@@ -90,8 +91,43 @@ impl FoldedResNet {
         logits
     }
 
+    /// Logits, as [`forward`](Self::forward) computes them, and the class activation maps of
+    /// the same pass: the head applied at every position of the last stage
+    /// (`[n, h/32, w/32, num_classes]`; see [`crate::cam`]). Each map's mean is its logit.
+    ///
+    /// # Panics
+    /// If `images.len()` is not `n · 3 · h · w`.
+    pub fn forward_with_class_maps(
+        &self,
+        images: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> (Vec<f32>, ClassMaps) {
+        let per_image = 3 * h * w;
+        assert_eq!(images.len(), n * per_image, "images for [{n}, 3, {h}, {w}]");
+        let mut logits = Vec::with_capacity(n * self.num_classes());
+        let mut maps = Vec::new();
+        let mut grid = (0, 0);
+        for chunk in images.chunks(IMAGES_PER_PASS * per_image) {
+            let x = Nhwc::from_nchw(chunk, chunk.len() / per_image, 3, h, w);
+            let last = self.last_stage(x);
+            grid = (last.h, last.w);
+            logits.extend(self.fc.forward(&global_avg_pool(&last)));
+            // Channels-last rows are positions: the head maps each one's features to classes.
+            maps.extend(self.fc.forward(&last.data));
+        }
+        let maps = ClassMaps::new(n, grid.0, grid.1, self.num_classes(), maps);
+        (logits, maps)
+    }
+
     /// Pooled features before the head: `[n, h, w, 3]` → `[n, feature_dim]`.
     fn features(&self, x: Nhwc) -> Vec<f32> {
+        global_avg_pool(&self.last_stage(x))
+    }
+
+    /// The last stage's output: `[n, h, w, 3]` → `[n, h/32, w/32, feature_dim]`.
+    fn last_stage(&self, x: Nhwc) -> Nhwc {
         let mut spare = Spare::default();
         let stem = self.stem.forward(&x, None, true);
         spare.give(x);
@@ -126,7 +162,7 @@ impl FoldedResNet {
                 spare.give(identity);
             }
         }
-        global_avg_pool(&x)
+        x
     }
 }
 

@@ -1,6 +1,7 @@
 pub mod demo;
 pub mod download;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod import;
 pub mod predict;

@@ -1,0 +1,549 @@
+//! Class activation maps (CAM, Zhou et al. 2016): where in a photo the evidence for a class is.
+//!
+//! A ResNet ends in global average pooling and one linear layer, so a class's logit is the
+//! mean over the last stage's positions of `w_k · f(y, x) + b_k`. Evaluating that sum at each
+//! position instead of after the mean gives the class's map on the last stage's grid (7×7 for
+//! a 224 input): no gradients, no second network, and the map's mean *is* the logit.
+//!
+//! The grid covers the network's input — the center crop of the resized photo — so
+//! [`CropGeometry`] maps it back through the exact `Resize`/`CenterCrop` of [`Preprocessor`]
+//! ([`resized_dims`], [`crop_offset`]) onto the original photo; what lies outside the crop was
+//! never seen by the network and has no value (`NaN`).
+//!
+//! Used by `petal explain` and by the web page (heat map over each photo), on the CPU network
+//! ([`FoldedResNet::forward_with_class_maps`](crate::model::FoldedResNet::forward_with_class_maps))
+//! and on burn's ([`class_maps`]).
+
+use crate::model::ResNet;
+use crate::preprocess::{Preprocessor, crop_offset, resized_dims};
+use burn::prelude::*;
+use image::{Rgb, RgbImage, Rgba, RgbaImage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CamError {
+    #[error("class {class} is out of range: the network has {classes} classes")]
+    NoSuchClass { class: usize, classes: usize },
+    #[error("image {image} is out of range: the batch has {n} images")]
+    NoSuchImage { image: usize, n: usize },
+    #[error("cannot read the class maps back: {0}")]
+    Read(String),
+    #[error("cannot encode the heat map as PNG: {0}")]
+    Encode(#[from] image::ImageError),
+}
+
+/// The head evaluated at every position of the last stage, for every class:
+/// `[n, height, width, classes]`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassMaps {
+    pub n: usize,
+    pub height: usize,
+    pub width: usize,
+    pub classes: usize,
+    pub values: Vec<f32>,
+}
+
+impl ClassMaps {
+    /// # Panics
+    /// If `values` is not `n · height · width · classes` long.
+    pub fn new(n: usize, height: usize, width: usize, classes: usize, values: Vec<f32>) -> Self {
+        assert_eq!(
+            values.len(),
+            n * height * width * classes,
+            "class maps [{n}, {height}, {width}, {classes}]"
+        );
+        Self {
+            n,
+            height,
+            width,
+            classes,
+            values,
+        }
+    }
+
+    /// One image's map for one class.
+    pub fn map(&self, image: usize, class: usize) -> Result<ClassMap, CamError> {
+        if class >= self.classes {
+            return Err(CamError::NoSuchClass {
+                class,
+                classes: self.classes,
+            });
+        }
+        if image >= self.n {
+            return Err(CamError::NoSuchImage { image, n: self.n });
+        }
+        let plane = self.height * self.width;
+        let values = self.values[image * plane * self.classes..][..plane * self.classes]
+            .chunks_exact(self.classes)
+            .map(|position| position[class])
+            .collect();
+        Ok(ClassMap {
+            height: self.height,
+            width: self.width,
+            values,
+        })
+    }
+}
+
+/// One class's evidence on the last stage's grid (`height × width`, row-major), in logit
+/// units: its mean is the class's logit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassMap {
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+impl ClassMap {
+    /// The mean over the grid: the class's logit, up to float rounding.
+    pub fn mean(&self) -> f32 {
+        let sum: f64 = self.values.iter().map(|&v| f64::from(v)).sum();
+        (sum / self.values.len() as f64) as f32
+    }
+
+    /// Bilinear sample at grid coordinates (`0.0` is the centre of the first cell), clamped at
+    /// the edges — the `align_corners=False` upsampling CAM implementations use.
+    fn sample(&self, gy: f64, gx: f64) -> f32 {
+        let axis = |g: f64, n: usize| -> (usize, usize, f64) {
+            let g = g.clamp(0.0, (n - 1) as f64);
+            let lo = g.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            (lo, hi, g - lo as f64)
+        };
+        let (y0, y1, fy) = axis(gy, self.height);
+        let (x0, x1, fx) = axis(gx, self.width);
+        let at = |y: usize, x: usize| f64::from(self.values[y * self.width + x]);
+        let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+        let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+        (top * (1.0 - fy) + bottom * fy) as f32
+    }
+}
+
+/// Logits and class maps of burn's network, for a batch `[n, 3, h, w]`: the same head
+/// ([`ResNet::fc`]) applied to the last stage at every position. On WebGPU the maps stay on the
+/// device until read (`into_data_async` in the browser).
+///
+/// Returns `(logits [n, classes], maps [n, h', w', classes])`.
+pub fn class_maps(model: &ResNet, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
+    let stages = model.stages(images);
+    let [n, c, h, w] = stages.layer4.dims();
+    let positions = stages.layer4.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+    let maps = model.fc.forward(positions);
+    let classes = maps.dims()[1];
+    (stages.logits, maps.reshape([n, h, w, classes]))
+}
+
+/// Reads [`class_maps`]' map tensor (`[n, h', w', classes]`) into [`ClassMaps`].
+pub fn class_maps_from_data(data: burn::tensor::TensorData) -> Result<ClassMaps, CamError> {
+    let [n, h, w, classes] = <[usize; 4]>::try_from(data.shape().to_vec())
+        .map_err(|shape| CamError::Read(format!("expected 4 dimensions, got {shape:?}")))?;
+    let values = data
+        .try_into_vec::<f32>()
+        .map_err(|e| CamError::Read(format!("{e:?}")))?;
+    Ok(ClassMaps::new(n, h, w, classes, values))
+}
+
+/// Where the network's input came from in the original photo: torchvision's `Resize(resize)`
+/// then `CenterCrop(image_size)`, with the exact sizes and offsets [`Preprocessor`] uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropGeometry {
+    /// The original photo.
+    pub width: u32,
+    pub height: u32,
+    /// After `Resize`.
+    pub resized_width: u64,
+    pub resized_height: u64,
+    /// Top-left corner of the crop in the resized image.
+    pub crop_x: u64,
+    pub crop_y: u64,
+    /// Side of the square crop (the network's input size).
+    pub crop: u64,
+}
+
+impl CropGeometry {
+    /// The geometry `pre` applies to a `width × height` photo.
+    pub fn new(width: u32, height: u32, pre: &Preprocessor) -> Self {
+        let (resized_width, resized_height) = resized_dims(width, height, pre.resize);
+        let crop = pre.image_size as u64;
+        Self {
+            width,
+            height,
+            resized_width,
+            resized_height,
+            crop_x: crop_offset(resized_width, crop),
+            crop_y: crop_offset(resized_height, crop),
+            crop,
+        }
+    }
+
+    /// The crop as a rectangle of the original photo, `[left, top, right, bottom]` in
+    /// continuous pixel coordinates (pixel `i` spans `i .. i + 1`). The resize maps resized
+    /// coordinate `u` to original `u · width / resized_width`, as Pillow's filter centres do.
+    pub fn crop_in_original(&self) -> [f64; 4] {
+        let sx = f64::from(self.width) / self.resized_width as f64;
+        let sy = f64::from(self.height) / self.resized_height as f64;
+        [
+            self.crop_x as f64 * sx,
+            self.crop_y as f64 * sy,
+            (self.crop_x + self.crop) as f64 * sx,
+            (self.crop_y + self.crop) as f64 * sy,
+        ]
+    }
+
+    /// `map` drawn over an `out_width × out_height` rendering of the original photo (the photo
+    /// itself, or a thumbnail with its aspect ratio): each output pixel's centre is taken back
+    /// through the resize and the crop onto the map's grid and sampled bilinearly. Pixels
+    /// outside the crop are `NaN`. Row-major, `out_width · out_height` values.
+    pub fn project(&self, map: &ClassMap, out_width: u32, out_height: u32) -> Vec<f32> {
+        // Original → resized → crop → grid: each step is a scale and an offset per axis.
+        let axis = |out: u32, original: u32, resized: u64, offset: u64, cells: usize| {
+            let to_resized = resized as f64 / f64::from(original);
+            let cell = self.crop as f64 / cells as f64;
+            (0..out)
+                .map(move |o| {
+                    let x = (f64::from(o) + 0.5) * f64::from(original) / f64::from(out);
+                    let in_crop = x * to_resized - offset as f64;
+                    (0.0..self.crop as f64)
+                        .contains(&in_crop)
+                        .then(|| in_crop / cell - 0.5)
+                })
+                .collect::<Vec<_>>()
+        };
+        let xs = axis(
+            out_width,
+            self.width,
+            self.resized_width,
+            self.crop_x,
+            map.width,
+        );
+        let ys = axis(
+            out_height,
+            self.height,
+            self.resized_height,
+            self.crop_y,
+            map.height,
+        );
+        let mut out = Vec::with_capacity(xs.len() * ys.len());
+        for gy in &ys {
+            for gx in &xs {
+                out.push(match (gy, gx) {
+                    (Some(gy), Some(gx)) => map.sample(*gy, *gx),
+                    _ => f32::NAN,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Scales a projected map to `0..=1` over its defined values (`(v − min) / (max − min)`, the
+/// usual CAM normalisation); `NaN` stays `NaN`, and a flat map is all `0`.
+pub fn normalise(values: &[f32]) -> Vec<f32> {
+    let defined = values.iter().copied().filter(|v| !v.is_nan());
+    let (lo, hi) = defined.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let range = hi - lo;
+    values
+        .iter()
+        .map(|&v| {
+            if v.is_nan() {
+                v
+            } else if range > 0.0 {
+                (v - lo) / range
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// The "jet" colour ramp of CAM figures: blue (0) → cyan → green → yellow → red (1).
+pub fn heat_colour(t: f32) -> [u8; 3] {
+    let t = t.clamp(0.0, 1.0);
+    let channel = |centre: f32| (1.5 - (4.0 * t - centre).abs()).clamp(0.0, 1.0);
+    let byte = |v: f32| (v * 255.0).round() as u8;
+    [byte(channel(3.0)), byte(channel(2.0)), byte(channel(1.0))]
+}
+
+/// A normalised map (`0..=1`, `NaN` outside the crop) as an RGBA layer: jet colours, opaque
+/// inside the crop and transparent outside, to be laid over the photo with any opacity.
+pub fn heat_layer(normalised: &[f32], width: u32, height: u32) -> RgbaImage {
+    assert_eq!(normalised.len(), width as usize * height as usize);
+    let mut img = RgbaImage::new(width, height);
+    for (px, &t) in img.pixels_mut().zip(normalised) {
+        *px = if t.is_nan() {
+            Rgba([0, 0, 0, 0])
+        } else {
+            let [r, g, b] = heat_colour(t);
+            Rgba([r, g, b, 255])
+        };
+    }
+    img
+}
+
+/// `photo` with `layer` blended over it at `opacity` (0: the photo, 1: the layer) where the
+/// layer is opaque; pixels under a transparent part of the layer stay the photo's.
+///
+/// # Panics
+/// If the two images differ in size.
+pub fn overlay(photo: &RgbImage, layer: &RgbaImage, opacity: f32) -> RgbImage {
+    assert_eq!(photo.dimensions(), layer.dimensions(), "overlay sizes");
+    let mut out = photo.clone();
+    for (p, l) in out.pixels_mut().zip(layer.pixels()) {
+        let a = opacity.clamp(0.0, 1.0) * f32::from(l[3]) / 255.0;
+        if a > 0.0 {
+            let mix = |i: usize| (f32::from(p[i]) * (1.0 - a) + f32::from(l[i]) * a).round() as u8;
+            *p = Rgb([mix(0), mix(1), mix(2)]);
+        }
+    }
+    out
+}
+
+/// PNG bytes of an RGB or RGBA image.
+pub fn png_bytes<P, C>(img: &image::ImageBuffer<P, C>) -> Result<Vec<u8>, CamError>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+    C: std::ops::Deref<Target = [P::Subpixel]>,
+{
+    let mut bytes = Vec::new();
+    img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut bytes))?;
+    Ok(bytes)
+}
+
+/// The size of a rendering of a `width × height` photo whose longer side is at most
+/// `max_side` (the photo's own size if it is smaller), aspect ratio kept.
+pub fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    let long = width.max(height);
+    if long <= max_side || long == 0 {
+        return (width, height);
+    }
+    let scale = f64::from(max_side) / f64::from(long);
+    let side = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
+    (side(width), side(height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Block, FoldedResNet};
+    use crate::{Arch, ResNetConfig};
+    use burn::module::Param;
+
+    fn grid(height: usize, width: usize, values: Vec<f32>) -> ClassMap {
+        ClassMap {
+            height,
+            width,
+            values,
+        }
+    }
+
+    #[test]
+    fn geometry_follows_torchvision_resize_and_crop() {
+        // 400×300 at resize 256: 341×256 (int(256·400/300) = 341), crop 224 from
+        // x = round(58.5) = 58 (half to even), y = 16.
+        let g = CropGeometry::new(400, 300, &Preprocessor::new(256, 224).unwrap());
+        assert_eq!((g.resized_width, g.resized_height), (341, 256));
+        assert_eq!((g.crop_x, g.crop_y, g.crop), (58, 16, 224));
+        let [l, t, r, b] = g.crop_in_original();
+        assert!((l - 58.0 * 400.0 / 341.0).abs() < 1e-12);
+        assert!((t - 18.75).abs() < 1e-12 && (b - 281.25).abs() < 1e-12);
+        assert!((r - 282.0 * 400.0 / 341.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn projection_is_nan_outside_the_crop_and_follows_the_grid_inside() {
+        // A 300×200 photo at resize 64, crop 64: resized 96×64, crop x from 16, so the crop is
+        // x ∈ [50, 250) of the original and the full height.
+        let g = CropGeometry::new(300, 200, &Preprocessor::new(64, 64).unwrap());
+        assert_eq!((g.crop_x, g.crop_y), (16, 0));
+        // 2×2 grid; each cell is 32 crop pixels, i.e. 100 original pixels.
+        let map = grid(2, 2, vec![1.0, 2.0, 3.0, 4.0]);
+        let p = g.project(&map, 300, 200);
+        let at = |x: usize, y: usize| p[y * 300 + x];
+        assert!(at(49, 100).is_nan() && at(250, 100).is_nan());
+        assert!(!at(50, 100).is_nan() && !at(249, 100).is_nan());
+        // Cell centres are at original x = 100 and 200, y = 50 and 150. Pixels 149 and 150 sit
+        // symmetrically about the crop's middle (x = 150): their mean is the mean of the two
+        // columns. Near the top edge the rows clamp to the first one.
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-5;
+        assert!(close((at(149, 10) + at(150, 10)) / 2.0, 1.5));
+        assert!(at(120, 10) < at(149, 10) && at(150, 10) < at(180, 10));
+        assert!(close((at(149, 190) + at(150, 190)) / 2.0, 3.5));
+        // Beyond the outer cell centres the values clamp to the edge cells.
+        assert!(close(at(55, 10), 1.0) && close(at(245, 195), 4.0));
+    }
+
+    #[test]
+    fn normalise_and_colours() {
+        let n = normalise(&[2.0, f32::NAN, 4.0, 3.0]);
+        assert_eq!(n[0], 0.0);
+        assert!(n[1].is_nan());
+        assert_eq!((n[2], n[3]), (1.0, 0.5));
+        assert_eq!(normalise(&[5.0, 5.0]), vec![0.0, 0.0]);
+        assert_eq!(heat_colour(0.0), [0, 0, 128]);
+        assert_eq!(heat_colour(1.0), [128, 0, 0]);
+        assert_eq!(heat_colour(0.5), [128, 255, 128]);
+    }
+
+    #[test]
+    fn overlay_leaves_transparent_pixels_alone() {
+        let photo = RgbImage::from_pixel(2, 1, Rgb([100, 100, 100]));
+        let mut layer = RgbaImage::new(2, 1);
+        layer.put_pixel(1, 0, Rgba([200, 0, 0, 255]));
+        let out = overlay(&photo, &layer, 0.5);
+        assert_eq!(out.get_pixel(0, 0), &Rgb([100, 100, 100]));
+        assert_eq!(out.get_pixel(1, 0), &Rgb([150, 50, 50]));
+        assert_eq!(fit_within(4000, 3000, 400), (400, 300));
+        assert_eq!(fit_within(200, 100, 400), (200, 100));
+    }
+
+    /// A ResNet-18 that sees red: the stem's channel 0 is `R − (G + B)/2` of the centre tap
+    /// (ReLU keeps only red-ish pixels), every residual branch is zero so each block passes its
+    /// input on (the first block of a stage subsamples it with a 1×1 stride-2 identity
+    /// shortcut), and the head's class 0 ("red") reads channel 0, class 1 reads its negative.
+    /// The network's evidence for "red" is where the red is — known in advance.
+    fn red_detector(device: &Device) -> crate::ResNet {
+        let mut model = ResNetConfig::new(Arch::ResNet18, 2).init(device);
+        let zeros = |t: &Param<Tensor<4>>| Param::from_tensor(Tensor::zeros(t.dims(), device));
+        let mut stem = vec![0.0f32; 64 * 3 * 7 * 7];
+        for (c, w) in [1.0, -0.5, -0.5].into_iter().enumerate() {
+            stem[(c * 7 + 3) * 7 + 3] = w; // output channel 0, input channel c, centre tap
+        }
+        model.conv1.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(stem, [64, 3, 7, 7]),
+            device,
+        ));
+        for block in [
+            &mut model.layer1,
+            &mut model.layer2,
+            &mut model.layer3,
+            &mut model.layer4,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let Block::Basic(b) = block else {
+                unreachable!("ResNet-18 has basic blocks")
+            };
+            b.conv1.weight = zeros(&b.conv1.weight);
+            b.conv2.weight = zeros(&b.conv2.weight);
+            if let Some(d) = &mut b.downsample {
+                let [out, inp, _, _] = d.conv.weight.dims();
+                let mut eye = vec![0.0f32; out * inp];
+                (0..inp.min(out)).for_each(|c| eye[c * inp + c] = 1.0);
+                d.conv.weight = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(eye, [out, inp, 1, 1]),
+                    device,
+                ));
+            }
+        }
+        // The BatchNorms stay as initialised (γ = 1, β = 0, mean 0, variance 1): the identity
+        // up to a factor 1/√(1 + ε).
+        let mut head = vec![0.0f32; 512 * 2];
+        head[0] = 1.0; // feature 0 → class 0
+        head[1] = -1.0; // feature 0 → class 1
+        model.fc.weight =
+            Param::from_tensor(Tensor::from_data(TensorData::new(head, [512, 2]), device));
+        model.fc.bias = Some(Param::from_tensor(Tensor::zeros([2], device)));
+        model
+    }
+
+    /// A grey `width × height` photo with a red square of side `side` at `(x, y)`.
+    fn photo_with_red_square(width: u32, height: u32, x: u32, y: u32, side: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |px, py| {
+            if (x..x + side).contains(&px) && (y..y + side).contains(&py) {
+                Rgb([230, 20, 20])
+            } else {
+                Rgb([128, 128, 128])
+            }
+        })
+    }
+
+    /// Where the projected map of class 0 peaks, in original-photo pixels.
+    fn peak(map: &ClassMap, g: &CropGeometry) -> (u32, u32) {
+        let p = g.project(map, g.width, g.height);
+        let (i, _) = p
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .expect("a defined value");
+        (i as u32 % g.width, i as u32 / g.width)
+    }
+
+    #[test]
+    fn the_map_peaks_where_the_class_evidence_is() {
+        let device = Device::flex();
+        let model = red_detector(&device);
+        let folded = FoldedResNet::new(model.clone()).unwrap();
+        let pre = Preprocessor::new(256, 224).unwrap();
+        // 400×300: the crop is x ∈ [68.0, 330.8), y ∈ [18.75, 281.25) of the original; its
+        // centre is (199.4, 150). One square per quadrant of the crop, one photo each.
+        let cases = [
+            ((85, 35), "top-left"),
+            ((245, 35), "top-right"),
+            ((85, 195), "bottom-left"),
+            ((245, 195), "bottom-right"),
+        ];
+        for ((x, y), quadrant) in cases {
+            let img = photo_with_red_square(400, 300, x, y, 70);
+            let g = CropGeometry::new(img.width(), img.height(), &pre);
+            let [l, t, r, b] = g.crop_in_original();
+            let (cx, cy) = ((l + r) / 2.0, (t + b) / 2.0);
+            let input = pre.tensor_from_image(&img);
+
+            let (logits, maps) = folded.forward_with_class_maps(&input, 1, 224, 224);
+            assert_eq!((maps.height, maps.width, maps.classes), (7, 7, 2));
+            let red = maps.map(0, 0).unwrap();
+            // The map's mean is the logit, and "red" wins.
+            assert!((red.mean() - logits[0]).abs() < 1e-4, "{quadrant}");
+            assert!(
+                logits[0] > 0.0 && logits[0] > logits[1],
+                "{quadrant}: {logits:?}"
+            );
+
+            // burn's own network gives the same map.
+            let x4 = Tensor::<4>::from_data(TensorData::new(input, [1, 3, 224, 224]), &device);
+            let (burn_logits, burn_maps) = class_maps(&model, x4);
+            let burn_maps = class_maps_from_data(burn_maps.into_data()).unwrap();
+            let burn_red = burn_maps.map(0, 0).unwrap();
+            for (a, b) in red.values.iter().zip(&burn_red.values) {
+                assert!((a - b).abs() < 1e-4, "{quadrant}: folded {a}, burn {b}");
+            }
+            let burn_logits = burn_logits.into_data().try_to_vec::<f32>().unwrap();
+            assert!((burn_red.mean() - burn_logits[0]).abs() < 1e-4);
+
+            // The peak, in the original photo, is in the square's quadrant of the crop and
+            // within a grid cell (32 resized pixels, 37.5 original ones) of the square.
+            let (px, py) = peak(&red, &g);
+            let want_left = quadrant.ends_with("left");
+            let want_top = quadrant.starts_with("top");
+            assert_eq!(
+                (f64::from(px) < cx, f64::from(py) < cy),
+                (want_left, want_top),
+                "{quadrant}: peak at ({px}, {py}), crop centre ({cx:.1}, {cy:.1})"
+            );
+            let near = |p: u32, lo: u32| p + 38 >= lo && p <= lo + 70 + 38;
+            assert!(near(px, x) && near(py, y), "{quadrant}: peak ({px}, {py})");
+        }
+    }
+
+    #[test]
+    fn a_photo_without_the_class_gives_a_flat_map() {
+        let device = Device::flex();
+        let folded = FoldedResNet::new(red_detector(&device)).unwrap();
+        let pre = Preprocessor::new(256, 224).unwrap();
+        let grey = RgbImage::from_pixel(320, 240, Rgb([128, 128, 128]));
+        let (_, maps) = folded.forward_with_class_maps(&pre.tensor_from_image(&grey), 1, 224, 224);
+        let red = maps.map(0, 0).unwrap();
+        assert!(red.values.iter().all(|&v| v == 0.0), "{:?}", red.values);
+        assert!(matches!(
+            maps.map(0, 2),
+            Err(CamError::NoSuchClass {
+                class: 2,
+                classes: 2
+            })
+        ));
+    }
+}

@@ -1,0 +1,227 @@
+//! `petal explain`: where in each photo the evidence for its class is (class activation maps).
+
+use crate::backend::Compute;
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
+use petal_shared::classify::{softmax, top_k_indices};
+use petal_shared::fs::write_atomic;
+use petal_shared::model::FoldedResNet;
+use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Write each photo with a heat map of the evidence for its top class (or --class) laid over
+/// the region the network saw: DIR/NAME.cam.png.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Bundle folder (as written by `petal import`, `petal export` or `petal train`).
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Images to explain.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Folder for the overlays (created if needed).
+    #[arg(short, long, alias = "out")]
+    output: PathBuf,
+    /// Explain this class instead of each photo's top class.
+    #[arg(long)]
+    class: Option<String>,
+    /// Opacity of the heat map over the photo, 0 to 1.
+    #[arg(long, default_value_t = 0.5)]
+    opacity: f32,
+    /// Print a JSON array (one object per image, with the map on the network's grid) instead
+    /// of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Record {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explained: Option<Explained>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// What the overlay shows, for scripts and the page's parity test.
+#[derive(Serialize)]
+struct Explained {
+    /// Index and name of the explained class, its probability and logit.
+    class: usize,
+    label: String,
+    prob: f32,
+    logit: f32,
+    /// The class's evidence on the last stage's grid; its mean is `logit`.
+    map: ClassMap,
+    /// The crop the network saw, in photo pixels: `[left, top, right, bottom]`.
+    crop: [f64; 4],
+}
+
+/// The network that computes logits and maps: on the CPU the folded one (as `predict` uses),
+/// elsewhere burn's module on the device.
+enum Network {
+    Folded(FoldedResNet),
+    Burn(Box<ResNet>, Device),
+}
+
+impl Network {
+    fn forward(&self, input: Vec<f32>, side: usize) -> Result<(Vec<f32>, ClassMaps)> {
+        match self {
+            Network::Folded(net) => Ok(net.forward_with_class_maps(&input, 1, side, side)),
+            Network::Burn(model, device) => {
+                let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), device);
+                let (logits, maps) = cam::class_maps(model, x);
+                let logits = logits
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("cannot read logits back: {e:?}"))?;
+                Ok((logits, cam::class_maps_from_data(maps.into_data())?))
+            }
+        }
+    }
+}
+
+pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.opacity) {
+        bail!("--opacity must be between 0 and 1, not {}", args.opacity);
+    }
+    let outputs = output_names(&args.images, &args.output)?;
+    // Maps are computed in f32 whatever `--precision` says: they are compared across devices.
+    let device = compute.device.resolve()?.device;
+    let Bundle { meta, model } = Bundle::load(&args.model, &device)
+        .with_context(|| format!("cannot load bundle {}", args.model.display()))?;
+    let forced = args
+        .class
+        .as_deref()
+        .map(|name| class_index(&meta, name))
+        .transpose()?;
+    let net = if device == Device::flex() {
+        Network::Folded(FoldedResNet::new(model).context("cannot prepare the network for the CPU")?)
+    } else {
+        Network::Burn(Box::new(model), device)
+    };
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+
+    let pre = meta.preprocessor();
+    let mut records = Vec::with_capacity(args.images.len());
+    let mut failed = 0;
+    for (path, out) in args.images.iter().zip(&outputs) {
+        let record = match explain_one(&net, &meta, &pre, path, forced, args.opacity) {
+            Ok((explained, png)) => {
+                write_atomic(out, &png)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                Record {
+                    file: path.display().to_string(),
+                    output: Some(out.display().to_string()),
+                    explained: Some(explained),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e:#}", path.display());
+                failed += 1;
+                Record {
+                    file: path.display().to_string(),
+                    output: None,
+                    explained: None,
+                    error: Some(format!("{e:#}")),
+                }
+            }
+        };
+        records.push(record);
+    }
+
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &records)?;
+        writeln!(stdout)?;
+    } else {
+        for r in &records {
+            if let (Some(e), Some(out)) = (&r.explained, &r.output) {
+                let pct = e.prob * 100.0;
+                writeln!(stdout, "{}: {} ({pct:.1}%) → {out}", r.file, e.label)?;
+            }
+        }
+    }
+    Ok(crate::cli::exit_for_skipped(failed))
+}
+
+/// Explains one photo: the record and the overlay's PNG bytes.
+fn explain_one(
+    net: &Network,
+    meta: &BundleMeta,
+    pre: &Preprocessor,
+    path: &Path,
+    forced: Option<usize>,
+    opacity: f32,
+) -> Result<(Explained, Vec<u8>)> {
+    let bytes = std::fs::read(path).context("cannot read")?;
+    let photo = pre.decode(&bytes)?;
+    let side = pre.image_size;
+    let (logits, maps) = net.forward(pre.tensor_from_image(&photo), side)?;
+    let probs = softmax(&logits);
+    let class = forced.unwrap_or_else(|| top_k_indices(&probs, 1)[0]);
+    let map = maps.map(0, class)?;
+    let geometry = CropGeometry::new(photo.width(), photo.height(), pre);
+    let projected = geometry.project(&map, photo.width(), photo.height());
+    let layer = cam::heat_layer(&cam::normalise(&projected), photo.width(), photo.height());
+    let png = cam::png_bytes(&cam::overlay(&photo, &layer, opacity))?;
+    Ok((
+        Explained {
+            class,
+            label: meta.classes[class].clone(),
+            prob: probs[class],
+            logit: logits[class],
+            map,
+            crop: geometry.crop_in_original(),
+        },
+        png,
+    ))
+}
+
+fn class_index(meta: &BundleMeta, name: &str) -> Result<usize> {
+    meta.classes
+        .iter()
+        .position(|c| c == name)
+        .with_context(|| {
+            format!(
+                "no class '{name}' in this bundle (classes: {})",
+                meta.classes.join(", ")
+            )
+        })
+}
+
+/// `DIR/NAME.cam.png` for each image (NAME: its file name without the extension). Two images
+/// that would write the same file are an error before any work is done.
+fn output_names(images: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
+    images
+        .iter()
+        .map(|image| {
+            let stem = image
+                .file_stem()
+                .with_context(|| format!("{} is not a file name", image.display()))?;
+            let mut name = stem.to_os_string();
+            name.push(".cam.png");
+            let out = dir.join(name);
+            if let Some(other) = seen.insert(out.clone(), image) {
+                bail!(
+                    "{} and {} would both write {}; explain them in separate runs",
+                    other.display(),
+                    image.display(),
+                    out.display()
+                );
+            }
+            Ok(out)
+        })
+        .collect()
+}
