@@ -470,8 +470,9 @@ await section("Never blocks: requestAnimationFrame keeps ticking while 50 photos
   r.done === 50 ? ok("all 50 photos classified") : failed(`${r.done}/50 classified`);
   // On the main thread each large photo would be one task (and one frame) of ~1 s; in the
   // worker the page keeps drawing. The bounds leave room for a loaded 2-core machine.
-  r.maxWorkMs > 800
-    ? ok(`the largest photo took the worker ${r.maxWorkMs.toFixed(0)} ms (> 800 ms: the checks below mean something)`)
+  // The bounds only mean something if one photo's work would break both of them.
+  r.maxWorkMs > 500
+    ? ok(`the largest photo took the worker ${r.maxWorkMs.toFixed(0)} ms (> 500 ms: on the main thread it would fail both checks below)`)
     : failed(`the largest photo took only ${r.maxWorkMs.toFixed(0)} ms; the checks below are too weak`);
   r.longestTask < 250
     ? ok(`longest main-thread task ${r.longestTask.toFixed(0)} ms < 250 ms`)

@@ -8,7 +8,7 @@ use petal_shared::classify::{softmax, top_k, top_k_indices};
 use petal_shared::model::FoldedResNet;
 use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -23,15 +23,15 @@ pub fn start() {
 /// Milliseconds from the page's clock (`performance.now()`, also inside a worker).
 fn now_ms() -> f64 {
     let global = js_sys::global();
-    if let Some(window) = global.dyn_ref::<web_sys::Window>() {
-        if let Some(p) = window.performance() {
-            return p.now();
-        }
+    if let Some(window) = global.dyn_ref::<web_sys::Window>()
+        && let Some(p) = window.performance()
+    {
+        return p.now();
     }
-    if let Some(scope) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
-        if let Some(p) = scope.performance() {
-            return p.now();
-        }
+    if let Some(scope) = global.dyn_ref::<web_sys::WorkerGlobalScope>()
+        && let Some(p) = scope.performance()
+    {
+        return p.now();
     }
     js_sys::Date::now()
 }
@@ -98,7 +98,11 @@ struct Inner {
 /// inference (BatchNorm folded into the convolutions, channels-last kernels) — the same code
 /// path as `petal predict --device cpu`.
 enum Network {
-    Gpu { model: ResNet, device: Device },
+    /// Boxed: the module's struct is large and there is one per page.
+    Gpu {
+        model: Box<ResNet>,
+        device: Device,
+    },
     Cpu(FoldedResNet),
 }
 
@@ -107,7 +111,26 @@ enum Network {
 pub struct Classifier {
     inner: Rc<Inner>,
     /// Serialises inference: one image at a time on the device.
-    busy: Rc<RefCell<()>>,
+    busy: Rc<Cell<bool>>,
+}
+
+/// Marks the classifier busy until dropped, across the awaits of one image's work: a second
+/// call meanwhile is refused rather than interleaved on the device.
+struct Busy(Rc<Cell<bool>>);
+
+impl Busy {
+    fn claim(flag: &Rc<Cell<bool>>) -> Result<Self, JsError> {
+        if flag.replace(true) {
+            return Err(JsError::new("the classifier is busy with another image"));
+        }
+        Ok(Busy(Rc::clone(flag)))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 /// The device the page computes on: WebGPU when allowed and an adapter exists, else flex.
@@ -140,7 +163,10 @@ impl Classifier {
         let net = if backend == "cpu" {
             Network::Cpu(FoldedResNet::new(model).map_err(js_err)?)
         } else {
-            Network::Gpu { model, device }
+            Network::Gpu {
+                model: Box::new(model),
+                device,
+            }
         };
         let inner = Inner {
             preprocessor: meta.preprocessor(),
@@ -153,7 +179,7 @@ impl Classifier {
         warm_up(&inner).await?;
         Ok(Classifier {
             inner: Rc::new(inner),
-            busy: Rc::new(RefCell::new(())),
+            busy: Rc::new(Cell::new(false)),
         })
     }
 
@@ -176,9 +202,7 @@ impl Classifier {
         let inner = Rc::clone(&self.inner);
         let busy = Rc::clone(&self.busy);
         wasm_bindgen_futures::future_to_promise(async move {
-            let _guard = busy
-                .try_borrow_mut()
-                .map_err(|_| JsError::new("the classifier is busy with another image"))?;
+            let _busy = Busy::claim(&busy)?;
             let t0 = now_ms();
             let photo = inner.preprocessor.decode(&bytes).map_err(js_err)?;
             let outcome = classify(&inner, &photo, k, t0).await?;
@@ -201,9 +225,7 @@ impl Classifier {
         let inner = Rc::clone(&self.inner);
         let busy = Rc::clone(&self.busy);
         wasm_bindgen_futures::future_to_promise(async move {
-            let _guard = busy
-                .try_borrow_mut()
-                .map_err(|_| JsError::new("the classifier is busy with another image"))?;
+            let _busy = Busy::claim(&busy)?;
             let t0 = now_ms();
             let photo = rgb_from_rgba(&rgba, width, height)?;
             let outcome = classify(&inner, &photo, k, t0).await?;
