@@ -17,8 +17,10 @@ def main():
         by[(tool, r["what"], r["arch"], r["precision"])] = r
     devices = sorted({r["device"] for r in rows if r["what"] in ("train", "infer")})
     print("devices:", *devices, sep="\n  ")
-    for what, batch in (("train", 32), ("infer", 64)):
-        print(f"\n{what}, batch {batch} at 224 (img/s; GiB peak device memory; first step s)")
+    for what in ("train", "infer"):
+        batches = sorted({r["batch"] for r in rows if r["what"] == what})
+        print(f"\n{what}, batch {'/'.join(map(str, batches))} (img/s; GiB peak device memory;"
+              " first step s)")
         print("| model | petal f32 | petal f16 | PyTorch eager | PyTorch AMP | f16 / eager | f16 / AMP | f32 / eager |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for arch in sorted({r["arch"] for r in rows if r["what"] == what}):
@@ -42,7 +44,7 @@ def main():
                   f" | {ratio('f32', 'eager')} |")
     loader = [r for r in rows if r["what"].startswith("loader")]
     if loader:
-        print("\ndata loader (img/s, batch 32 at 224)")
+        print("\ndata loader (img/s at 224)")
         for r in loader:
             print(f"  {r['what']}: {r['images_per_s']:.1f} on {r['device']}")
         consumed = max((r["images_per_s"] for r in rows

@@ -15,7 +15,9 @@ seconds apart, peak allocated GPU memory).
 """
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 
 import torch
@@ -37,6 +39,13 @@ def timed(step, warmup, steps, sync):
     return first, time.perf_counter() - t
 
 
+def autocast(device, amp):
+    # Built only when wanted: some PyTorch versions reject an f16 CPU autocast even disabled.
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.float16)
+
+
 def train(arch, mode, args, device, sync):
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(num_classes=args.classes).to(device)
@@ -52,7 +61,7 @@ def train(arch, mode, args, device, sync):
 
     def step():
         optim.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device, dtype=torch.float16, enabled=amp):
+        with autocast(device, amp):
             loss = loss_fn(model(x), y)
         scaler.scale(loss).backward()
         scaler.step(optim)
@@ -68,9 +77,7 @@ def infer(arch, mode, args, device, sync):
     amp = mode == "amp"
 
     def step():
-        with torch.inference_mode(), torch.autocast(
-            device_type=device, dtype=torch.float16, enabled=amp
-        ):
+        with torch.inference_mode(), autocast(device, amp):
             model(x).float().cpu()
 
     return timed(step, args.warmup, args.steps, sync), args.infer_batch
@@ -99,6 +106,9 @@ def main():
     for arch in args.arch.split(","):
         for what in args.what.split(","):
             for mode in args.modes.split(","):
+                if mode == "amp" and not cuda:
+                    print(f"{arch} {what}: AMP (f16 autocast) needs CUDA; skipped", file=sys.stderr)
+                    continue
                 if cuda:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()

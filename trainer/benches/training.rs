@@ -80,6 +80,32 @@ struct Figure {
 }
 
 impl Figure {
+    /// petal's figure for `steps` timed steps of `batch` images on `backend` that took
+    /// `elapsed` seconds, after a first step of `first` seconds.
+    #[allow(clippy::too_many_arguments)]
+    fn steps(
+        what: &str,
+        backend: &Backend,
+        arch: Arch,
+        precision: ComputePrecision,
+        batch: usize,
+        steps: usize,
+        first: f64,
+        elapsed: f64,
+    ) -> Self {
+        Figure {
+            tool: "petal",
+            what: what.into(),
+            arch: arch.to_string(),
+            precision: precision.to_string(),
+            batch,
+            images_per_s: (steps * batch) as f64 / elapsed,
+            first_step_s: Some(first),
+            device_bytes: backend.device.memory_pool_usage().map(|u| u.bytes_reserved),
+            device: backend.name.clone(),
+        }
+    }
+
     fn print(&self, json: bool) {
         if json {
             println!(
@@ -245,17 +271,9 @@ fn train_step(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrec
             None => model,
         });
     });
-    Figure {
-        tool: "petal",
-        what: "train".into(),
-        arch: arch.to_string(),
-        precision: precision.to_string(),
-        batch: args.batch,
-        images_per_s: (args.steps * args.batch) as f64 / elapsed,
-        first_step_s: Some(first),
-        device_bytes: backend.device.memory_pool_usage().map(|u| u.bytes_reserved),
-        device: backend.name.clone(),
-    }
+    Figure::steps(
+        "train", backend, arch, precision, args.batch, args.steps, first, elapsed,
+    )
 }
 
 fn infer(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
@@ -269,17 +287,16 @@ fn infer(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision
         // `score` reads the logits of every batch back; so does this.
         let _ = model.forward(x.clone()).into_data();
     });
-    Figure {
-        tool: "petal",
-        what: "infer".into(),
-        arch: arch.to_string(),
-        precision: precision.to_string(),
-        batch: args.infer_batch,
-        images_per_s: (args.steps * args.infer_batch) as f64 / elapsed,
-        first_step_s: Some(first),
-        device_bytes: backend.device.memory_pool_usage().map(|u| u.bytes_reserved),
-        device: backend.name.clone(),
-    }
+    Figure::steps(
+        "infer",
+        backend,
+        arch,
+        precision,
+        args.infer_batch,
+        args.steps,
+        first,
+        elapsed,
+    )
 }
 
 fn main() {
