@@ -1,8 +1,6 @@
 //! Which burn device a command runs on.
 
 use anyhow::Result;
-#[cfg(feature = "wgpu")]
-use burn::tensor::DeviceKind;
 use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
 use petal_shared::ComputePrecision;
@@ -206,15 +204,22 @@ fn wgpu_backend(allow_software: bool) -> Result<Backend> {
         anyhow::bail!("the only wgpu adapter, {}, runs on the CPU", info.name);
     }
     let tuning = gpu_cache::configure();
-    // With the `spirv` feature a Vulkan adapter is pinned to the Vulkan API, which compiles
-    // kernels to SPIR-V: only that compiler reaches the tensor cores (VK_KHR_cooperative_matrix);
-    // WGSL cannot.
-    let (device, compiler) = match info.backend {
-        #[cfg(feature = "spirv")]
-        wgpu::Backend::Vulkan => (Device::vulkan(DeviceKind::DefaultDevice), "SPIR-V"),
-        wgpu::Backend::Metal => (Device::wgpu(DeviceKind::DefaultDevice), "MSL or WGSL"),
-        _ => (Device::wgpu(DeviceKind::DefaultDevice), "WGSL"),
+    // The runtime is started on the graphics API of the adapter found above, so that it does
+    // not probe the others (OpenGL through EGL prints errors on a machine without a display).
+    // On Vulkan, a build with the `spirv` feature compiles the kernels to SPIR-V: only that
+    // compiler reaches the tensor cores (VK_KHR_cooperative_matrix); WGSL cannot.
+    use burn::tensor::wgpu::WgpuBackend;
+    let (api, compiler) = match info.backend {
+        wgpu::Backend::Vulkan if cfg!(feature = "spirv") => (WgpuBackend::Vulkan, "SPIR-V"),
+        wgpu::Backend::Vulkan => (WgpuBackend::Vulkan, "WGSL"),
+        wgpu::Backend::Metal => (WgpuBackend::Metal, "WGSL"),
+        wgpu::Backend::Dx12 => (WgpuBackend::Dx12, "WGSL"),
+        _ => (WgpuBackend::Auto, "WGSL"),
     };
+    let device = Device::wgpu_options()
+        .graphics_api(api)
+        .init()
+        .map_err(|e| anyhow::anyhow!("cannot start the GPU runtime on {}: {e}", info.name))?;
     Ok(Backend {
         device,
         name: format!(
