@@ -474,9 +474,13 @@ await section("Never blocks: requestAnimationFrame keeps ticking while 50 photos
   r.maxWorkMs > 500
     ? ok(`the largest photo took the worker ${r.maxWorkMs.toFixed(0)} ms (> 500 ms: on the main thread it would fail both checks below)`)
     : failed(`the largest photo took only ${r.maxWorkMs.toFixed(0)} ms; the checks below are too weak`);
-  r.longestTask < 250
-    ? ok(`longest main-thread task ${r.longestTask.toFixed(0)} ms < 250 ms`)
-    : failed(`a main-thread task took ${r.longestTask.toFixed(0)} ms`);
+  // Inference on the main thread would make a task at least as long as the largest photo's
+  // work; half of that leaves room for a loaded 2-core machine's slow page tasks (decoding a
+  // 6000×4000 thumbnail took 253 ms once in CI) while still catching it.
+  const taskLimit = Math.max(250, r.maxWorkMs / 2);
+  r.longestTask < taskLimit
+    ? ok(`longest main-thread task ${r.longestTask.toFixed(0)} ms < ${taskLimit.toFixed(0)} ms`)
+    : failed(`a main-thread task took ${r.longestTask.toFixed(0)} ms (limit ${taskLimit.toFixed(0)} ms)`);
   r.maxGap < 400 ? ok(`longest frame gap ${r.maxGap.toFixed(0)} ms < 400 ms`) : failed(`frame gap ${r.maxGap.toFixed(0)} ms`);
   const rate = (r.frames * 1000) / r.ms;
   rate >= 20 ? ok(`${rate.toFixed(0)} frames/s during the batch`) : failed(`${rate.toFixed(1)} frames/s during the batch`);
