@@ -9,10 +9,10 @@
 //! A bundle is self-describing: nothing that loads one needs flags repeating what it knows.
 
 use crate::imagenet;
-use crate::model::{Arch, ResNet, ResNetConfig};
+use crate::model::{Arch, Network, NetworkConfig};
 use crate::preprocess::{DEFAULT_MAX_PIXELS, Preprocessor};
 use burn::prelude::*;
-use burn::store::{BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter, ModuleSnapshot};
+use burn::store::{BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter};
 use burn::tensor::Bytes;
 use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
@@ -159,8 +159,8 @@ impl BundleMeta {
     }
 
     /// The network this metadata describes, freshly initialised.
-    pub fn model_config(&self) -> ResNetConfig {
-        ResNetConfig::new(self.arch, self.classes.len())
+    pub fn model_config(&self) -> NetworkConfig {
+        NetworkConfig::new(self.arch, self.classes.len())
     }
 }
 
@@ -168,12 +168,20 @@ impl BundleMeta {
 #[derive(Debug)]
 pub struct Bundle {
     pub meta: BundleMeta,
-    pub model: ResNet,
+    pub model: Network,
 }
 
 impl Bundle {
-    /// Pairs a network with its metadata; the head must have one output per class.
-    pub fn new(meta: BundleMeta, model: ResNet) -> Result<Self, BundleError> {
+    /// Pairs a network with its metadata; it must be the architecture the metadata names, with
+    /// one output per class.
+    pub fn new(meta: BundleMeta, model: Network) -> Result<Self, BundleError> {
+        if model.arch() != meta.arch {
+            return Err(BundleError::Metadata(format!(
+                "the network is a {} but the metadata says {}",
+                model.arch(),
+                meta.arch
+            )));
+        }
         if model.num_classes() != meta.classes.len() {
             return Err(BundleError::Metadata(format!(
                 "the network has {} outputs but {} class names were given",
@@ -204,7 +212,7 @@ impl Bundle {
             store = store.with_to_adapter(HalfPrecisionAdapter::new());
         }
         self.model
-            .save_into(&mut store)
+            .save_tensors(&mut store)
             .map_err(|e| BundleError::Serialise(e.to_string()))?;
         let bytes = store
             .get_bytes()
@@ -221,7 +229,11 @@ impl Bundle {
 /// Builds the network `meta` describes and fills it from burnpack `bytes`. Every tensor must be
 /// present with the right shape: a bundle whose weights belong to another depth or class count
 /// is rejected, naming the first offending tensors.
-fn load_weights(meta: &BundleMeta, bytes: Vec<u8>, device: &Device) -> Result<ResNet, BundleError> {
+fn load_weights(
+    meta: &BundleMeta,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<Network, BundleError> {
     let mismatch = |message: String| BundleError::Weights {
         arch: meta.arch,
         classes: meta.classes.len(),
@@ -235,7 +247,7 @@ fn load_weights(meta: &BundleMeta, bytes: Vec<u8>, device: &Device) -> Result<Re
         .allow_partial(true)
         .validate(false);
     let result = model
-        .load_from(&mut store)
+        .load_tensors(&mut store)
         .map_err(|e| mismatch(e.to_string()))?;
     let mut problems: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
     problems.extend(

@@ -3,7 +3,10 @@
 //! A ResNet ends in global average pooling and one linear layer, so a class's logit is the
 //! mean over the last stage's positions of `w_k · f(y, x) + b_k`. Evaluating that sum at each
 //! position instead of after the mean gives the class's map on the last stage's grid (7×7 for
-//! a 224 input): no gradients, no second network, and the map's mean *is* the logit.
+//! a 224 input): no gradients, no second network, and the map's mean *is* the logit. A
+//! ConvNeXt normalises the pooled vector before its linear layer; with the pooled vector's
+//! statistics that normalisation is affine too, so the same holds
+//! ([`ConvNeXt::class_maps`](crate::model::ConvNeXt::class_maps)).
 //!
 //! The grid covers the network's input — the center crop of the resized photo — so
 //! [`CropGeometry`] maps it back through the exact `Resize`/`CenterCrop` of [`Preprocessor`]
@@ -14,7 +17,7 @@
 //! ([`FoldedResNet::forward_with_class_maps`](crate::model::FoldedResNet::forward_with_class_maps))
 //! and on burn's ([`class_maps`]).
 
-use crate::model::ResNet;
+use crate::model::Network;
 use crate::preprocess::{Preprocessor, crop_offset, resized_dims};
 use burn::prelude::*;
 use image::{Rgb, RgbImage, Rgba, RgbaImage};
@@ -118,18 +121,13 @@ impl ClassMap {
     }
 }
 
-/// Logits and class maps of burn's network, for a batch `[n, 3, h, w]`: the same head
-/// ([`ResNet::fc`]) applied to the last stage at every position. On WebGPU the maps stay on the
+/// Logits and class maps of burn's network, for a batch `[n, 3, h, w]`: the head applied to
+/// the last stage at every position ([`Network::class_maps`]). On WebGPU the maps stay on the
 /// device until read (`into_data_async` in the browser).
 ///
 /// Returns `(logits [n, classes], maps [n, h', w', classes])`.
-pub fn class_maps(model: &ResNet, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
-    let stages = model.stages(images);
-    let [n, c, h, w] = stages.layer4.dims();
-    let positions = stages.layer4.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-    let maps = model.fc.forward(positions);
-    let classes = maps.dims()[1];
-    (stages.logits, maps.reshape([n, h, w, classes]))
+pub fn class_maps(model: &Network, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
+    model.class_maps(images)
 }
 
 /// Reads [`class_maps`]' map tensor (`[n, h', w', classes]`) into [`ClassMaps`].
@@ -505,7 +503,7 @@ mod tests {
 
             // burn's own network gives the same map.
             let x4 = Tensor::<4>::from_data(TensorData::new(input, [1, 3, 224, 224]), &device);
-            let (burn_logits, burn_maps) = class_maps(&model, x4);
+            let (burn_logits, burn_maps) = class_maps(&Network::ResNet(model.clone()), x4);
             let burn_maps = class_maps_from_data(burn_maps.into_data()).unwrap();
             let burn_red = burn_maps.map(0, 0).unwrap();
             for (a, b) in red.values.iter().zip(&burn_red.values) {

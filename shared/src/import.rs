@@ -1,15 +1,18 @@
-//! torchvision weights → [`ResNet`]: every key rule in one place.
+//! torchvision weights → [`Network`]: every key rule in one place.
 //!
-//! torchvision's `state_dict` keys already match our field names except for:
+//! ResNet: torchvision's `state_dict` keys already match our field names except for:
 //! - `layerN.M.downsample.0.*` / `.1.*` (an `nn.Sequential`) → `downsample.conv.*` / `.bn.*`;
-//! - BatchNorm `weight`/`bias` → burn's `gamma`/`beta`, and `Linear` weights stored `[out, in]`
-//!   → burn's `[in, out]` (both done by burn's `PyTorchToBurnAdapter`);
 //! - the block enum's variant name (`Basic`/`Bottleneck`), which torchvision keys lack
-//!   (skipped by the store's enum-variant matching);
-//! - `num_batches_tracked` (unused by inference and by our BatchNorm) and a `module.` prefix
-//!   left by `nn.DataParallel`, both ignored.
+//!   (skipped by the store's enum-variant matching).
+//!
+//! ConvNeXt: torchvision's keys are `nn.Sequential` indices (`features.5.3.block.3.weight`);
+//! [`convnext_rules`] maps each onto our named fields (`stages.2.blocks.3.pwconv1.weight`).
+//!
+//! Both: norm `weight`/`bias` → burn's `gamma`/`beta`, and `Linear` weights stored `[out, in]`
+//! → burn's `[in, out]` (burn's `PyTorchToBurnAdapter`); `num_batches_tracked` (unused by our
+//! BatchNorm) and a `module.` prefix left by `nn.DataParallel` are ignored.
 
-use crate::model::{Arch, BlockKind, ResNet, ResNetConfig};
+use crate::model::{Arch, BlockKind, Family, Network, NetworkConfig};
 use burn::prelude::*;
 use burn::store::{
     ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
@@ -17,20 +20,97 @@ use burn::store::{
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// `(regex, replacement)` applied to torchvision keys, in order.
-const KEY_RULES: [(&str, &str); 3] = [
-    (r"^module\.", ""),
-    (r"\.downsample\.0\.", ".downsample.conv."),
-    (r"\.downsample\.1\.", ".downsample.bn."),
-];
+/// `(regex, replacement)` applied to torchvision ResNet keys, in order.
+fn resnet_rules() -> Vec<(String, String)> {
+    [
+        (r"^module\.", ""),
+        (r"\.downsample\.0\.", ".downsample.conv."),
+        (r"\.downsample\.1\.", ".downsample.bn."),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .into()
+}
+
+/// Our name of each layer in torchvision's `CNBlock.block` (`Sequential` index → field);
+/// indices 1, 4 and 6 are the permutes and the GELU, which have no weights.
+const CONVNEXT_BLOCK_LAYERS: [(usize, &str); 4] =
+    [(0, "dwconv"), (2, "norm"), (3, "pwconv1"), (5, "pwconv2")];
+
+/// `(regex, replacement)` applied to torchvision ConvNeXt keys: `features.0` is the stem,
+/// `features.{2s+1}` stage `s`'s blocks and `features.{2s}` its downsampling (s ≥ 1).
+fn convnext_rules() -> Vec<(String, String)> {
+    let mut rules: Vec<(String, String)> = [
+        (r"^module\.", ""),
+        (r"^features\.0\.0\.", "stem."),
+        (r"^features\.0\.1\.", "stem_norm."),
+        (r"^classifier\.0\.", "head_norm."),
+        (r"^classifier\.2\.", "head."),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .into();
+    for s in 0..4 {
+        let blocks = 2 * s + 1;
+        rules.push((
+            format!(r"^features\.{blocks}\.(\d+)\.layer_scale$"),
+            format!("stages.{s}.blocks.${{1}}.layer_scale"),
+        ));
+        for (index, name) in CONVNEXT_BLOCK_LAYERS {
+            rules.push((
+                format!(r"^features\.{blocks}\.(\d+)\.block\.{index}\."),
+                format!("stages.{s}.blocks.${{1}}.{name}."),
+            ));
+        }
+        if s > 0 {
+            for (index, name) in [(0, "norm"), (1, "conv")] {
+                rules.push((
+                    format!(r"^features\.{}\.{index}\.", 2 * s),
+                    format!("stages.{s}.downsample.{name}."),
+                ));
+            }
+        }
+    }
+    rules
+}
+
+/// The torchvision name of one of our ConvNeXt parameter paths, if it is one.
+fn convnext_key(segments: &[&str]) -> Option<String> {
+    let tail = |rest: &[&str]| rest.join(".");
+    let stage = |s: &str| s.parse::<usize>().ok();
+    Some(match segments {
+        ["stem", rest @ ..] => format!("features.0.0.{}", tail(rest)),
+        ["stem_norm", rest @ ..] => format!("features.0.1.{}", tail(rest)),
+        ["head_norm", rest @ ..] => format!("classifier.0.{}", tail(rest)),
+        ["head", rest @ ..] => format!("classifier.2.{}", tail(rest)),
+        ["stages", s, "downsample", layer, rest @ ..] => {
+            let index = match *layer {
+                "norm" => 0,
+                "conv" => 1,
+                _ => return None,
+            };
+            format!("features.{}.{index}.{}", 2 * stage(s)?, tail(rest))
+        }
+        ["stages", s, "blocks", i, "layer_scale"] => {
+            format!("features.{}.{i}.layer_scale", 2 * stage(s)? + 1)
+        }
+        ["stages", s, "blocks", i, layer, rest @ ..] => {
+            let (index, _) = CONVNEXT_BLOCK_LAYERS.iter().find(|(_, n)| n == layer)?;
+            format!(
+                "features.{}.{i}.block.{index}.{}",
+                2 * stage(s)? + 1,
+                tail(rest)
+            )
+        }
+        _ => return None,
+    })
+}
 
 /// The torchvision name of one of our parameter paths (for error messages).
 pub fn torchvision_key(burn_path: &str) -> String {
     let segments: Vec<&str> = burn_path
         .split('.')
-        .filter(|s| !matches!(*s, "Basic" | "Bottleneck"))
+        .filter(|s| !matches!(*s, "Basic" | "Bottleneck" | "ResNet" | "ConvNeXt"))
         .collect();
-    let mut key = segments.join(".");
+    let mut key = convnext_key(&segments).unwrap_or_else(|| segments.join("."));
     key = key.replace(".downsample.conv.", ".downsample.0.");
     key = key.replace(".downsample.bn.", ".downsample.1.");
     if let Some(stem) = key.strip_suffix(".gamma") {
@@ -41,12 +121,25 @@ pub fn torchvision_key(burn_path: &str) -> String {
     key
 }
 
+/// Whether a torchvision key is a `Linear` weight (stored `[out, in]`, ours `[in, out]`).
+fn is_linear_weight(key: &str) -> bool {
+    ["fc.weight", "classifier.2.weight", ".block.3.weight", ".block.5.weight"]
+        .iter()
+        .any(|end| key.ends_with(end))
+}
+
+/// Whether a torchvision key belongs to the classification layer a new head replaces.
+fn is_head_key(key: &str) -> bool {
+    key.starts_with("fc.") || key.starts_with("classifier.2.")
+}
+
 /// What to do with the file's classification head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {
-    /// Load `fc` from the file: its class count must equal the model's.
+    /// Load the head from the file: its class count must equal the model's.
     Keep,
-    /// Ignore the file's `fc` and keep a freshly initialised head (fine-tuning on new classes).
+    /// Ignore the file's last linear layer (ResNet's `fc`, ConvNeXt's `classifier.2`) and keep
+    /// a freshly initialised one (fine-tuning on new classes).
     Replace,
 }
 
@@ -54,8 +147,11 @@ pub enum Head {
 pub enum ImportError {
     #[error("{path}: cannot read weights: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("{path}: not a torchvision ResNet state_dict (no 'layerN.M.*' keys)")]
-    NotResNet { path: PathBuf },
+    #[error(
+        "{path}: not a torchvision ResNet or ConvNeXt state_dict (no 'layerN.M.*' or \
+         'features.N.M.block.*' keys)"
+    )]
+    NotTorchvision { path: PathBuf },
     #[error("{path}: the file holds a {found} but {expected} was requested")]
     ArchMismatch {
         path: PathBuf,
@@ -90,7 +186,7 @@ pub struct ImportReport {
     pub ignored: Vec<String>,
 }
 
-/// Loads a torchvision ResNet `state_dict` (`.pth`/`.pt` pickle, zip or legacy format, or
+/// Loads a torchvision `state_dict` (`.pth`/`.pt` pickle, zip or legacy format, or
 /// `.safetensors`) into a new `arch` network with `num_classes` outputs.
 pub fn load_torchvision(
     path: &Path,
@@ -98,17 +194,16 @@ pub fn load_torchvision(
     num_classes: usize,
     head: Head,
     device: &Device,
-) -> Result<(ResNet, ImportReport), ImportError> {
-    let mut model = ResNetConfig::new(arch, num_classes).init(device);
-    let report = import_into(&mut model, path, arch, head)?;
+) -> Result<(Network, ImportReport), ImportError> {
+    let mut model = NetworkConfig::new(arch, num_classes).init(device);
+    let report = import_into(&mut model, path, head)?;
     Ok((model, report))
 }
 
-/// Like [`load_torchvision`], into an existing network of depth `arch`.
+/// Like [`load_torchvision`], into an existing network.
 pub fn import_into(
-    model: &mut ResNet,
+    model: &mut Network,
     path: &Path,
-    arch: Arch,
     head: Head,
 ) -> Result<ImportReport, ImportError> {
     if !path.is_file() {
@@ -117,7 +212,11 @@ pub fn import_into(
             message: "no such file".into(),
         });
     }
-    let result = apply(model, path, head)?;
+    let arch = model.arch();
+    let result = match model {
+        Network::ResNet(m) => apply(m, path, resnet_rules(), head),
+        Network::ConvNeXt(m) => apply(m, path, convnext_rules(), head),
+    }?;
     check(&result, path, arch, head)
 }
 
@@ -126,13 +225,19 @@ fn is_safetensors(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
-fn apply(model: &mut ResNet, path: &Path, head: Head) -> Result<ApplyResult, ImportError> {
+/// Loads the file into one family's module, with that family's key rules.
+fn apply<M: ModuleSnapshot>(
+    model: &mut M,
+    path: &Path,
+    rules: Vec<(String, String)>,
+    head: Head,
+) -> Result<ApplyResult, ImportError> {
     let read_err = |e: &dyn std::fmt::Display| ImportError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
     let keep_head: fn(&str, &str) -> bool = |_, _| true;
-    let drop_head: fn(&str, &str) -> bool = |p, _| !p.starts_with("fc.");
+    let drop_head: fn(&str, &str) -> bool = |p, _| !is_head_key(&torchvision_key(p));
     let predicate = match head {
         Head::Keep => keep_head,
         Head::Replace => drop_head,
@@ -145,7 +250,7 @@ fn apply(model: &mut ResNet, path: &Path, head: Head) -> Result<ApplyResult, Imp
             .map_indices_contiguous(false)
             .allow_partial(true)
             .validate(false);
-        for (from, to) in KEY_RULES {
+        for (from, to) in &rules {
             store = store.with_key_remapping(from, to);
         }
         model.load_from(&mut store).map_err(|e| read_err(&e))
@@ -155,10 +260,61 @@ fn apply(model: &mut ResNet, path: &Path, head: Head) -> Result<ApplyResult, Imp
             .map_indices_contiguous(false)
             .allow_partial(true)
             .validate(false);
-        for (from, to) in KEY_RULES {
+        for (from, to) in &rules {
             store = store.with_key_remapping(from, to);
         }
         model.load_from(&mut store).map_err(|e| read_err(&e))
+    }
+}
+
+/// The network shape a set of torchvision keys describes: ResNet's block layout from
+/// `layerN.M.*`, ConvNeXt's stage depths from `features.{2s+1}.M.block.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    ResNet(BlockKind, [usize; 4]),
+    ConvNeXt([usize; 4]),
+}
+
+impl Found {
+    fn of<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> Option<Found> {
+        if let Some((kind, blocks)) = layout_of(keys.clone()) {
+            return Some(Found::ResNet(kind, blocks));
+        }
+        let mut depths = [0usize; 4];
+        for key in keys {
+            let parts: Vec<&str> = key.split('.').collect();
+            if let ["features", stage, index, "block", ..] = parts.as_slice()
+                && let (Ok(k), Ok(i)) = (stage.parse::<usize>(), index.parse::<usize>())
+                && k % 2 == 1
+                && k <= 7
+            {
+                depths[k / 2] = depths[k / 2].max(i + 1);
+            }
+        }
+        (depths != [0; 4]).then_some(Found::ConvNeXt(depths))
+    }
+
+    /// Whether `arch` has this shape.
+    fn fits(self, arch: Arch) -> bool {
+        match (self, arch.family()) {
+            (Found::ResNet(kind, blocks), family) => family == Family::ResNet { kind, blocks },
+            (Found::ConvNeXt(found), Family::ConvNeXt { depths, .. }) => found == depths,
+            (Found::ConvNeXt(_), Family::ResNet { .. }) => false,
+        }
+    }
+
+    /// What to call it in an error message.
+    fn describe(self) -> String {
+        Arch::ALL
+            .into_iter()
+            .find(|a| self.fits(*a))
+            .map_or_else(
+                || match self {
+                    Found::ResNet(kind, blocks) => format!("ResNet with {kind:?} blocks {blocks:?}"),
+                    Found::ConvNeXt(depths) => format!("ConvNeXt with stage depths {depths:?}"),
+                },
+                |a| a.to_string(),
+            )
     }
 }
 
@@ -207,17 +363,13 @@ fn check(
         .map(|k| torchvision_key(k))
         .collect();
 
-    match layout_of(file_keys.iter().map(String::as_str)) {
-        None => return Err(ImportError::NotResNet { path: path_buf() }),
-        Some((kind, blocks)) if (kind, blocks) != (arch.block_kind(), arch.blocks()) => {
-            let found = Arch::from_layout(kind, blocks).map_or_else(
-                || format!("ResNet with {kind:?} blocks {blocks:?}"),
-                |a| a.to_string(),
-            );
+    match Found::of(file_keys.iter().map(String::as_str)) {
+        None => return Err(ImportError::NotTorchvision { path: path_buf() }),
+        Some(found) if !found.fits(arch) => {
             return Err(ImportError::ArchMismatch {
                 path: path_buf(),
                 expected: arch,
-                found,
+                found: found.describe(),
             });
         }
         Some(_) => {}
@@ -234,12 +386,12 @@ fn check(
                 // Show Linear weights in PyTorch's [out, in] order, as the file stores them.
                 let torch_order = |s: &burn::tensor::Shape| {
                     let mut d = s.to_vec();
-                    if key == "fc.weight" {
+                    if is_linear_weight(&key) {
                         d.reverse();
                     }
                     d
                 };
-                let hint = if key.starts_with("fc.") {
+                let hint = if is_head_key(&key) {
                     " (a different class count: replace the head to fine-tune on new classes)"
                 } else {
                     ""
@@ -264,7 +416,7 @@ fn check(
         .missing
         .iter()
         .map(|(k, _)| torchvision_key(k))
-        .filter(|k| head == Head::Keep || !k.starts_with("fc."))
+        .filter(|k| head == Head::Keep || !is_head_key(k))
         .collect();
     if !missing.is_empty() {
         return Err(ImportError::MissingKeys {
@@ -301,6 +453,49 @@ mod tests {
         );
         assert_eq!(torchvision_key("bn1.beta"), "bn1.bias");
         assert_eq!(torchvision_key("fc.weight"), "fc.weight");
+    }
+
+    #[test]
+    fn convnext_rules_and_names_are_inverse() {
+        let rules: Vec<(regex::Regex, String)> = convnext_rules()
+            .into_iter()
+            .map(|(from, to)| (regex::Regex::new(&from).unwrap(), to))
+            .collect();
+        let remap = |key: &str| {
+            rules.iter().fold(key.to_string(), |k, (re, to)| {
+                re.replace(&k, to.as_str()).into_owned()
+            })
+        };
+        for (torch, ours) in [
+            ("features.0.0.weight", "stem.weight"),
+            ("features.0.1.bias", "stem_norm.bias"),
+            ("features.1.2.layer_scale", "stages.0.blocks.2.layer_scale"),
+            ("features.5.8.block.3.weight", "stages.2.blocks.8.pwconv1.weight"),
+            ("features.7.0.block.0.bias", "stages.3.blocks.0.dwconv.bias"),
+            ("features.6.0.weight", "stages.3.downsample.norm.weight"),
+            ("features.2.1.weight", "stages.1.downsample.conv.weight"),
+            ("classifier.0.weight", "head_norm.weight"),
+            ("classifier.2.bias", "head.bias"),
+        ] {
+            assert_eq!(remap(torch), ours, "{torch}");
+            assert_eq!(torchvision_key(ours), torch, "{ours}");
+        }
+        assert_eq!(
+            torchvision_key("ConvNeXt.stages.2.blocks.8.norm.gamma"),
+            "features.5.8.block.2.weight"
+        );
+    }
+
+    #[test]
+    fn found_names_the_family() {
+        let convnext = ["features.1.2.block.0.weight", "features.5.8.layer_scale", "features.5.8.block.3.weight", "features.7.2.block.5.bias", "features.3.2.block.5.bias"];
+        let found = Found::of(convnext.into_iter()).unwrap();
+        assert_eq!(found, Found::ConvNeXt([3, 3, 9, 3]));
+        assert!(found.fits(Arch::ConvNeXtTiny));
+        assert!(!found.fits(Arch::ResNet18));
+        assert_eq!(found.describe(), "convnext_tiny");
+        let resnet = Found::of(["layer1.0.conv1.weight"].into_iter()).unwrap();
+        assert!(!resnet.fits(Arch::ConvNeXtTiny));
     }
 
     #[test]

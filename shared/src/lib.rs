@@ -5,13 +5,14 @@
 //!
 //! - [`preprocess`]: bytes → 8-bit RGB → Pillow-exact resize → center crop → normalised CHW
 //!   `f32`, bit-identical to torchvision's eval transform on the same decoded pixels.
-//! - [`model`]: torchvision's ResNet-18/34/50/101/152, with per-stage activations.
+//! - [`model`]: the [`Network`] seam over torchvision's ResNet-18/34/50/101/152 and
+//!   ConvNeXt-T, with per-stage activations.
 //! - [`bundle`]: the self-describing model bundle (`petal.json` + burnpack weights).
 //! - [`classify`]: softmax and top-k, shared by the CLI and the web page.
 //! - [`cam`]: class activation maps mapped back onto the photo (`petal explain`, the page).
 //! - [`files`] and [`score_csv`]: which files a folder search takes, their names and order,
 //!   and the score CSV — the same rules in `petal score` and the page.
-//! - `import` (feature `import`, native only): torchvision `state_dict` files → [`model::ResNet`].
+//! - `import` (feature `import`, native only): torchvision `state_dict` files → [`Network`].
 
 pub mod bundle;
 pub mod cam;
@@ -27,5 +28,5 @@ pub mod preprocess;
 pub mod score_csv;
 
 pub use bundle::{Bundle, BundleError, BundleMeta, Precision};
-pub use model::{Arch, ComputePrecision, ResNet, ResNetConfig};
+pub use model::{Arch, ComputePrecision, Network, NetworkConfig, ParamGroup, ResNet, ResNetConfig};
 pub use preprocess::{PreprocessError, Preprocessor};

@@ -1,16 +1,17 @@
 //! Bundles round-trip exactly, shrink in f16, and reject what they cannot load.
 
 use burn::prelude::*;
-use burn::store::ModuleSnapshot;
+use burn::store::{BurnpackStore, ModuleSnapshot, ModuleStore};
+use burn::tensor::Bytes;
 use petal_shared::bundle::{FORMAT_VERSION, META_FILE};
-use petal_shared::{Arch, Bundle, BundleError, BundleMeta, Precision, ResNetConfig};
+use petal_shared::{Arch, Bundle, BundleError, BundleMeta, NetworkConfig, Precision};
 
 fn bundle(arch: Arch, precision: Precision) -> Bundle {
     let device = Device::flex();
     let classes = vec!["daisy".into(), "dandelion".into(), "rose".into()];
     let mut meta = BundleMeta::new(arch, classes, 64, 72);
     meta.precision = precision;
-    Bundle::new(meta, ResNetConfig::new(arch, 3).init(&device)).unwrap()
+    Bundle::new(meta, NetworkConfig::new(arch, 3).init(&device)).unwrap()
 }
 
 #[test]
@@ -156,4 +157,62 @@ fn bad_metadata_is_explained() {
         err.to_string().contains("/nonexistent-bundle/petal.json"),
         "{err}"
     );
+}
+
+/// The weights file names tensors as the family's module does (`conv1.weight`), not with the
+/// network type's variant in front: bundles written before ConvNeXt existed still load, and
+/// each family's files stay what they were.
+#[test]
+fn weight_files_name_tensors_without_the_family() {
+    for (arch, first) in [
+        (Arch::ResNet18, "conv1.weight"),
+        (Arch::ConvNeXtTiny, "stem.weight"),
+    ] {
+        let b = bundle(arch, Precision::F16);
+        let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(b.weights_bytes().unwrap())));
+        let keys = store.keys().unwrap();
+        assert!(keys.iter().any(|k| k == first), "{arch}: {keys:?}");
+        assert!(
+            keys.iter()
+                .all(|k| !k.starts_with("ResNet.") && !k.starts_with("ConvNeXt.")),
+            "{arch}: {keys:?}"
+        );
+    }
+}
+
+#[test]
+fn convnext_round_trips_and_is_told_apart_from_a_resnet() {
+    let original = bundle(Arch::ConvNeXtTiny, Precision::F32);
+    let dir = tempfile::tempdir().unwrap();
+    original.save(dir.path()).unwrap();
+    let loaded = Bundle::load(dir.path(), &Device::flex()).unwrap();
+    assert_eq!(loaded.meta.arch, Arch::ConvNeXtTiny);
+    assert_eq!(loaded.model.arch(), Arch::ConvNeXtTiny);
+    let x = Tensor::<4>::ones([1, 3, 64, 64], &Device::flex());
+    let logits = |b: &Bundle| -> Vec<u32> {
+        b.model
+            .forward(x.clone())
+            .into_data()
+            .iter::<f32>()
+            .map(f32::to_bits)
+            .collect()
+    };
+    assert_eq!(logits(&original), logits(&loaded));
+
+    // ConvNeXt weights under a ResNet's metadata: every tensor is named.
+    let mut meta = original.meta.clone();
+    meta.arch = Arch::ResNet18;
+    let err = Bundle::from_bytes(
+        meta.to_json().as_bytes(),
+        original.weights_bytes().unwrap(),
+        &Device::flex(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("resnet18") && err.to_string().contains("missing tensor 'conv1"),
+        "{err}"
+    );
+    // And a network that is not the one the metadata names is refused when paired.
+    let err = Bundle::new(meta, original.model).unwrap_err();
+    assert!(err.to_string().contains("convnext_tiny"), "{err}");
 }

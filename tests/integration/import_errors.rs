@@ -1,9 +1,9 @@
 //! Import failures: each names the file and what is wrong with it.
 
-use crate::reference::{edit_safetensors, resnet18};
+use crate::reference::{convnext_tiny, edit_safetensors, resnet18};
 use crate::util::tempdir;
 use burn::prelude::*;
-use petal_shared::Arch;
+use petal_shared::{Arch, Network};
 use petal_shared::import::{Head, ImportError, load_torchvision};
 
 fn import(
@@ -141,5 +141,80 @@ fn class_count_mismatch_needs_a_new_head() {
         report.ignored
     );
     let same = |a: Tensor<4>, b: Tensor<4>| a.equal(b).all().into_scalar::<bool>();
+    let (Network::ResNet(fresh), Network::ResNet(full)) = (fresh, full) else {
+        panic!("ResNet-18 imported as another family");
+    };
     assert!(same(fresh.conv1.weight.val(), full.conv1.weight.val()));
+}
+
+#[test]
+fn the_other_family_is_named() {
+    let err = import(&resnet18().file("resnet18.pth"), Arch::ConvNeXtTiny, 1000, Head::Keep)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("holds a resnet18") && err.to_string().contains("convnext_tiny"),
+        "{err}"
+    );
+    let err = import(
+        &convnext_tiny().file("convnext_tiny.pth"),
+        Arch::ResNet50,
+        1000,
+        Head::Keep,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ImportError::ArchMismatch { .. })
+            && err.to_string().contains("holds a convnext_tiny"),
+        "{err}"
+    );
+}
+
+/// ConvNeXt's errors use torchvision's key names and PyTorch's `[out, in]` order, as for a
+/// ResNet; a new head replaces only `classifier.2` (its LayerNorm comes from the file).
+#[test]
+fn convnext_errors_and_new_head_speak_torchvision() {
+    let r = convnext_tiny();
+    let dir = tempdir();
+    let edited = dir.path().join("partial.safetensors");
+    edit_safetensors(&r.file("convnext_tiny.safetensors"), &edited, |h| {
+        let entry = h.remove("features.5.3.block.3.weight").unwrap();
+        h.insert("features.5.3.block.3.weights".into(), entry);
+    });
+    match import(&edited, Arch::ConvNeXtTiny, 1000, Head::Keep).unwrap_err() {
+        ImportError::MissingKeys { keys, .. } => assert_eq!(keys, ["features.5.3.block.3.weight"]),
+        other => panic!("expected MissingKeys, got {other}"),
+    }
+
+    let err = import(&r.file("convnext_tiny.pth"), Arch::ConvNeXtTiny, 5, Head::Keep).unwrap_err();
+    match &err {
+        ImportError::ShapeMismatch {
+            key,
+            expected,
+            found,
+            ..
+        } => {
+            assert!(key.starts_with("classifier.2."), "{key}");
+            if key == "classifier.2.weight" {
+                assert_eq!(
+                    (expected.as_slice(), found.as_slice()),
+                    (&[5, 768][..], &[1000, 768][..])
+                );
+            }
+        }
+        other => panic!("expected ShapeMismatch, got {other}"),
+    }
+    assert!(err.to_string().contains("replace the head"), "{err}");
+
+    let (fresh, report) = load_torchvision(
+        &r.file("convnext_tiny.pth"),
+        Arch::ConvNeXtTiny,
+        5,
+        Head::Replace,
+        &Device::flex(),
+    )
+    .unwrap();
+    assert_eq!(fresh.num_classes(), 5);
+    let mut ignored = report.ignored.clone();
+    ignored.sort();
+    assert_eq!(ignored, ["classifier.2.bias", "classifier.2.weight"]);
 }

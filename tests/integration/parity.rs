@@ -1,10 +1,11 @@
-//! Network parity with torchvision: seeded weights with measured BatchNorm statistics, imported
-//! through the public import path, must reproduce torchvision's activations stage by stage.
+//! Network parity with torchvision: seeded weights with measured BatchNorm statistics (ResNet)
+//! or randomised LayerNorms and layer scales (ConvNeXt), imported through the public import
+//! path, must reproduce torchvision's activations stage by stage.
 
-use crate::reference::{Reference, resnet18, resnet101};
+use crate::reference::{Reference, convnext_tiny, resnet18, resnet101};
 use crate::util::read_npy;
 use burn::prelude::*;
-use petal_shared::Arch;
+use petal_shared::{Arch, Network};
 use petal_shared::classify::top_k_indices;
 use petal_shared::import::{Head, load_torchvision};
 use petal_shared::model::FoldedResNet;
@@ -22,10 +23,10 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
-/// Imports `weights` and compares every stage with torchvision's; returns the largest logit error.
-fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
-    let device = Device::flex();
-    let (model, report) = load_torchvision(weights, arch, 1000, Head::Keep, &device)
+/// Imports `weights` as torchvision's ImageNet-shaped `arch` (1000 classes); every tensor of
+/// the file must be used.
+fn import(arch: Arch, weights: &Path) -> Network {
+    let (model, report) = load_torchvision(weights, arch, 1000, Head::Keep, &Device::flex())
         .unwrap_or_else(|e| panic!("import failed: {e}"));
     assert!(
         report
@@ -35,12 +36,58 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
         "{:?}",
         report.ignored
     );
+    assert_eq!(model.arch(), arch);
+    model
+}
 
-    let (shape, input) = read_npy::<f32>(&reference.file("input.npy"));
+/// The reference input batch, as burn's tensor and as its raw values with their shape.
+fn input(reference: &Reference) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
+    let (shape, values) = read_npy::<f32>(&reference.file("input.npy"));
+    let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape.clone()), &Device::flex());
+    (x, values, shape)
+}
+
+/// Compares one stage with torchvision's; returns the largest error.
+fn compare(reference: &Reference, arch: Arch, name: &str, got: &[f32]) -> f32 {
+    let (_, want) = read_npy::<f32>(&reference.file(&format!("{arch}.{name}.npy")));
+    assert_eq!(got.len(), want.len(), "{arch} {name}: element count");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = max_abs_diff(got, &want);
+    println!("{arch} {name:>8}: max |Δ| {err:.2e} (max |ref| {scale:.1})");
+    // f32 reassociation noise grows with depth; 2e-5 of the stage's range is still ~100×
+    // below any mapping mistake (a wrong or transposed tensor moves values by O(range)).
+    assert!(
+        err <= 2e-5 * scale.max(1.0) + 1e-5,
+        "{arch} {name}: max |Δ| {err} vs range {scale}"
+    );
+    err
+}
+
+/// Logits close to torchvision's, with the same top-5 for every image.
+fn assert_logits(reference: &Reference, arch: Arch, what: &str, got: &[f32]) -> f32 {
+    let (_, want) = read_npy::<f32>(&reference.file(&format!("{arch}.logits.npy")));
+    let err = max_abs_diff(got, &want);
+    assert!(err <= 1e-3, "{arch} {what} logits: max |Δ| {err}");
+    for (row_got, row_want) in got.chunks(1000).zip(want.chunks(1000)) {
+        assert_eq!(
+            top_k_indices(row_got, 5),
+            top_k_indices(row_want, 5),
+            "{arch} {what} top-5"
+        );
+    }
+    err
+}
+
+/// Imports a ResNet and compares every stage with torchvision's, and the CPU's folded
+/// network's logits; returns the largest logit error.
+fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
+    let Network::ResNet(model) = import(arch, weights) else {
+        panic!("{arch} imported as another family");
+    };
+    let (x, input, shape) = input(reference);
     let folded = FoldedResNet::new(model.clone())
         .unwrap()
         .forward(&input, shape[0], shape[2], shape[3]);
-    let x = Tensor::<4>::from_data(TensorData::new(input, shape.clone()), &device);
     let s = model.stages(x);
     let ours = [
         values(s.stem),
@@ -53,49 +100,21 @@ fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
     ];
     let mut logit_err = 0.0;
     for (name, got) in STAGES.iter().zip(&ours) {
-        let (_, want) = read_npy::<f32>(&reference.file(&format!("{arch}.{name}.npy")));
-        assert_eq!(got.len(), want.len(), "{arch} {name}: element count");
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = max_abs_diff(got, &want);
-        println!("{arch} {name:>6}: max |Δ| {err:.2e} (max |ref| {scale:.1})");
-        // f32 reassociation noise grows with depth; 2e-5 of the stage's range is still ~100×
-        // below any mapping mistake (a wrong or transposed tensor moves values by O(range)).
-        assert!(
-            err <= 2e-5 * scale.max(1.0) + 1e-5,
-            "{arch} {name}: max |Δ| {err} vs range {scale}"
-        );
+        let err = compare(reference, arch, name, got);
         if *name == "logits" {
+            logit_err = assert_logits(reference, arch, "burn", got);
             // The CPU inference network (BatchNorm folded) against torchvision and against
             // burn's layer-by-layer computation.
-            let folded_err = max_abs_diff(&folded, &want);
+            let folded_err = assert_logits(reference, arch, "folded", &folded);
             let unfolded_err = max_abs_diff(&folded, got);
             println!(
                 "{arch} folded: max |Δ| {folded_err:.2e} vs torchvision, {unfolded_err:.2e} vs unfolded"
             );
             assert!(
-                folded_err <= 1e-3,
-                "{arch} folded logits: max |Δ| {folded_err}"
-            );
-            assert!(
                 unfolded_err <= 1e-4,
                 "{arch} folded vs unfolded: {unfolded_err}"
             );
-            for (row_folded, row_want) in folded.chunks(1000).zip(want.chunks(1000)) {
-                assert_eq!(
-                    top_k_indices(row_folded, 5),
-                    top_k_indices(row_want, 5),
-                    "{arch} folded top-5"
-                );
-            }
-            logit_err = err;
-            assert!(err <= 1e-3, "{arch} logits: max |Δ| {err}");
-            for (row_got, row_want) in got.chunks(1000).zip(want.chunks(1000)) {
-                assert_eq!(
-                    top_k_indices(row_got, 5),
-                    top_k_indices(row_want, 5),
-                    "{arch} top-5"
-                );
-            }
+            assert_eq!(err, logit_err);
         }
     }
     logit_err
@@ -117,4 +136,49 @@ fn resnet18_safetensors_matches_torchvision() {
 fn resnet101_zip_pth_matches_torchvision() {
     let r = resnet101();
     check(r, Arch::ResNet101, &r.file("resnet101.pth"));
+}
+
+/// ConvNeXt-T from both file formats: every stage, the pooled and normalised features, the
+/// logits, and class maps whose means are the logits.
+#[test]
+fn convnext_tiny_matches_torchvision() {
+    let arch = Arch::ConvNeXtTiny;
+    let r = convnext_tiny();
+    for file in ["convnext_tiny.pth", "convnext_tiny.safetensors"] {
+        println!("{file}");
+        let model = import(arch, &r.file(file));
+        let Network::ConvNeXt(convnext) = &model else {
+            panic!("{arch} imported as another family");
+        };
+        let (x, _, shape) = input(r);
+        let s = convnext.stages(x.clone());
+        compare(r, arch, "stem", &values(s.stem));
+        for (i, stage) in s.stages.into_iter().enumerate() {
+            compare(r, arch, &format!("stage{}", i + 1), &values(stage));
+        }
+        compare(r, arch, "features", &values(s.features));
+        let logits = values(s.logits);
+        compare(r, arch, "logits", &logits);
+        assert_logits(r, arch, "burn", &logits);
+
+        // Class activation maps: each class's map averages to its logit.
+        let (cam_logits, maps) = model.class_maps(x);
+        assert_eq!(values(cam_logits), logits);
+        let [n, h, w, classes] = maps.dims();
+        assert_eq!((n, h, w, classes), (shape[0], shape[2] / 32, shape[3] / 32, 1000));
+        let maps = values(maps);
+        for image in 0..n {
+            for class in [0, 17, 999] {
+                let mean = (0..h * w)
+                    .map(|p| f64::from(maps[(image * h * w + p) * classes + class]))
+                    .sum::<f64>()
+                    / (h * w) as f64;
+                let logit = logits[image * classes + class];
+                assert!(
+                    (mean as f32 - logit).abs() <= 1e-4 * logit.abs().max(1.0),
+                    "image {image} class {class}: map mean {mean} vs logit {logit}"
+                );
+            }
+        }
+    }
 }

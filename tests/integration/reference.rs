@@ -39,6 +39,12 @@ pub fn resnet101() -> &'static Reference {
     R.get_or_init(|| generate(&["resnet101"]))
 }
 
+/// ConvNeXt-T saved in torch's zip format (and safetensors).
+pub fn convnext_tiny() -> &'static Reference {
+    static R: OnceLock<Reference> = OnceLock::new();
+    R.get_or_init(|| generate(&["convnext_tiny"]))
+}
+
 /// Rewrites a safetensors file's JSON header with `edit`, keeping the data section.
 pub fn edit_safetensors(
     src: &Path,

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Reference outputs from torchvision itself, for Petal's network parity tests.
 
-For each requested depth this writes, into --out:
+For each requested network (resnet18 ... resnet152, convnext_tiny) this writes, into --out:
   ARCH.pth               seeded torchvision weights with randomised BatchNorm statistics
                          (zip format; --legacy writes torch's old non-zip pickle format,
                          the format of torchvision's published ImageNet files)
   ARCH.safetensors       the same tensors in safetensors format (written by hand: no extra
                          Python package needed)
   input.npy              float32 [N, 3, S, S] network input (random + real photos if given)
-  ARCH.STAGE.npy         float32 activations: stem, layer1..layer4, pooled, logits
+  ARCH.STAGE.npy         float32 activations: ResNet stem, layer1..layer4, pooled, logits;
+                         ConvNeXt stem, stage1..stage4, features (pooled + LayerNorm), logits
 
 Run with Debian's torch: /usr/bin/python3 tests/reference/torchvision_ref.py --out DIR resnet18
 """
@@ -49,6 +50,23 @@ def randomise_batchnorm(model, gen, size):
             m.momentum = 0.1
 
 
+def randomise_convnext(model, gen):
+    """Non-trivial LayerNorm parameters and layer scales: torchvision initialises every block's
+    layer scale to 1e-6, which would make each block an identity and hide any mistake inside
+    it. Scales of 0.5-1.5 make each block move its input by about a tenth of its range."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            n = m.normalized_shape[0]
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.1)
+    for stage in model.features[1::2]:
+        for block in stage:
+            c = block.layer_scale.shape[0]
+            block.layer_scale.data.copy_((torch.rand(c, generator=gen) + 0.5).view(c, 1, 1))
+    # Spread the logits to a trained classifier's range, so top-5 is decisive.
+    model.classifier[2].weight.data.mul_(20.0)
+
+
 def save_safetensors(state_dict, path):
     header, blobs, offset = {}, [], 0
     for name, t in state_dict.items():
@@ -80,6 +98,22 @@ def stages(model, x):
     return out
 
 
+def convnext_stages(model, x):
+    out = {}
+    f = model.features
+    x = f[0](x)
+    out["stem"] = x
+    for s in range(4):
+        if s > 0:
+            x = f[2 * s](x)
+        x = f[2 * s + 1](x)
+        out[f"stage{s + 1}"] = x
+    x = model.classifier[1](model.classifier[0](model.avgpool(x)))
+    out["features"] = x
+    out["logits"] = model.classifier[2](x)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -100,13 +134,17 @@ def main():
     for arch in args.arch:
         torch.manual_seed(args.seed)
         model = getattr(torchvision.models, arch)(num_classes=args.classes)
-        randomise_batchnorm(model, gen, args.size)
+        convnext = arch.startswith("convnext")
+        if convnext:
+            randomise_convnext(model, gen)
+        else:
+            randomise_batchnorm(model, gen, args.size)
         model.eval()
         sd = model.state_dict()
         torch.save(sd, f"{args.out}/{arch}.pth", _use_new_zipfile_serialization=not args.legacy)
         save_safetensors(sd, f"{args.out}/{arch}.safetensors")
         with torch.no_grad():
-            outs = stages(model, x)
+            outs = convnext_stages(model, x) if convnext else stages(model, x)
         for name, t in outs.items():
             np.save(f"{args.out}/{arch}.{name}.npy", t.numpy().astype(np.float32))
         logits = outs["logits"]

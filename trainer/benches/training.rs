@@ -17,7 +17,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use clap::Parser;
-use petal_shared::{Arch, ComputePrecision, Preprocessor, ResNetConfig};
+use petal_shared::{Arch, ComputePrecision, NetworkConfig, Preprocessor};
 use petal_trainer::backend::{Backend, DeviceArg, PrecisionArg};
 use petal_trainer::data::Sample;
 use petal_trainer::data::augment::Augment;
@@ -251,7 +251,7 @@ fn time_steps(device: &Device, warmup: usize, steps: usize, mut one: impl FnMut(
 fn train_step(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
     let device = backend.device.clone().autodiff();
     device.seed(0);
-    let model = ResNetConfig::new(arch, 5)
+    let model = NetworkConfig::new(arch, 5)
         .init(&device)
         .with_precision(precision);
     let mut slot = Some(petal_trainer::train::stage_for_bench(model));
@@ -279,7 +279,7 @@ fn train_step(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrec
 fn infer(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
     let device = backend.device.clone();
     device.seed(0);
-    let model = ResNetConfig::new(arch, 5)
+    let model = NetworkConfig::new(arch, 5)
         .init(&device)
         .with_precision(precision);
     let (x, _) = random_batch(args.infer_batch, args.size, &device);

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use petal_shared::classify::softmax;
 use petal_shared::model::FoldedResNet;
-use petal_shared::{Bundle, BundleMeta, ComputePrecision, Preprocessor, ResNet};
+use petal_shared::{Bundle, BundleMeta, ComputePrecision, Network as Model, Preprocessor};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -19,11 +19,20 @@ pub struct Classifier {
 
 /// The network that computes the logits.
 enum Network {
-    /// burn's module on a GPU (or any device other than the CPU). Boxed: the module's struct
-    /// is large and there is one per process.
-    Burn { model: Box<ResNet>, device: Device },
-    /// On the CPU: BatchNorm folded into the convolutions, channels-last kernels.
+    /// burn's module on a GPU, or on the CPU for a network the folded form does not cover.
+    /// Boxed: the module's struct is large and there is one per process.
+    Burn { model: Box<Model>, device: Device },
+    /// A ResNet on the CPU: BatchNorm folded into the convolutions, channels-last kernels.
     Folded(FoldedResNet),
+}
+
+impl Network {
+    fn burn(model: Model, device: Device, precision: ComputePrecision) -> Self {
+        Network::Burn {
+            model: Box::new(model.with_precision(precision)),
+            device,
+        }
+    }
 }
 
 /// One input's outcome: its logits, or why it could not be read. With test-time augmentation
@@ -32,24 +41,21 @@ enum Network {
 pub type Outcome = Result<Vec<f32>, String>;
 
 impl Classifier {
-    /// Loads a bundle for inference on `device`, computing in `precision`. On the CPU the
-    /// network is folded for inference ([`FoldedResNet`], f32) unless `PETAL_NO_FOLD` is set (a
-    /// switch for comparisons).
+    /// Loads a bundle for inference on `device`, computing in `precision`. On the CPU a ResNet
+    /// is folded for inference ([`FoldedResNet`], f32) unless `PETAL_NO_FOLD` is set (a switch
+    /// for comparisons).
     pub fn load(path: &Path, device: Device, precision: ComputePrecision) -> Result<Self> {
         let fold = device == Device::flex() && std::env::var_os("PETAL_NO_FOLD").is_none();
         let Bundle { meta, model } = Bundle::load(path, &device)
             .with_context(|| format!("cannot load bundle {}", path.display()))?;
-        let net = if fold {
+        let net = match model.into_resnet() {
             // The burn module is dropped once folded: only one copy of the weights stays.
-            Network::Folded(
-                FoldedResNet::new(model)
+            Ok(resnet) if fold => Network::Folded(
+                FoldedResNet::new(resnet)
                     .with_context(|| format!("cannot prepare {} for the CPU", path.display()))?,
-            )
-        } else {
-            Network::Burn {
-                model: Box::new(model.with_precision(precision)),
-                device,
-            }
+            ),
+            Ok(resnet) => Network::burn(resnet.into(), device, precision),
+            Err(other) => Network::burn(other, device, precision),
         };
         Ok(Self {
             preprocessor: meta.preprocessor(),

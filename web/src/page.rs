@@ -6,7 +6,7 @@ use image::RgbImage;
 use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
 use petal_shared::classify::{softmax, top_k, top_k_indices};
 use petal_shared::model::FoldedResNet;
-use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
+use petal_shared::{Bundle, BundleMeta, Network as Model, Preprocessor};
 use serde::Serialize;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -94,13 +94,13 @@ struct Inner {
     preprocessor: Preprocessor,
 }
 
-/// What computes the logits: burn's module on WebGPU, or on the CPU the network folded for
+/// What computes the logits: burn's module on WebGPU, or on the CPU a ResNet folded for
 /// inference (BatchNorm folded into the convolutions, channels-last kernels) — the same code
-/// path as `petal predict --device cpu`.
+/// path as `petal predict --device cpu`. Other networks run burn's module on the CPU too.
 enum Network {
     /// Boxed: the module's struct is large and there is one per page.
-    Gpu {
-        model: Box<ResNet>,
+    Burn {
+        model: Box<Model>,
         device: Device,
     },
     Cpu(FoldedResNet),
@@ -160,13 +160,17 @@ impl Classifier {
         }
         let Bundle { meta, model } =
             Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
-        let net = if backend == "cpu" {
-            Network::Cpu(FoldedResNet::new(model).map_err(js_err)?)
-        } else {
-            Network::Gpu {
-                model: Box::new(model),
+        // A ResNet on the CPU is folded; other networks run burn's module on either backend.
+        let net = match model.into_resnet() {
+            Ok(resnet) if backend == "cpu" => Network::Cpu(FoldedResNet::new(resnet).map_err(js_err)?),
+            Ok(resnet) => Network::Burn {
+                model: Box::new(resnet.into()),
                 device,
-            }
+            },
+            Err(other) => Network::Burn {
+                model: Box::new(other),
+                device,
+            },
         };
         let inner = Inner {
             preprocessor: meta.preprocessor(),
@@ -255,7 +259,7 @@ async fn forward(inner: &Inner, tensor: Vec<f32>) -> Result<(Vec<f32>, ClassMaps
     let side = inner.preprocessor.image_size;
     match &inner.net {
         Network::Cpu(net) => Ok(net.forward_with_class_maps(&tensor, 1, side, side)),
-        Network::Gpu { model, device } => {
+        Network::Burn { model, device } => {
             let input = Tensor::<4>::from_data(TensorData::new(tensor, [1, 3, side, side]), device);
             let (logits, maps) = cam::class_maps(model, input);
             // Async reads only: a synchronous one would block on the GPU (see lib.rs).

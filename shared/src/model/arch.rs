@@ -2,7 +2,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The five ResNet depths torchvision publishes ImageNet weights for.
+/// The networks Petal builds: torchvision's five ResNet depths and its ConvNeXt-T, each with
+/// published ImageNet weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
@@ -11,6 +12,17 @@ pub enum Arch {
     ResNet50,
     ResNet101,
     ResNet152,
+    #[serde(rename = "convnext_tiny")]
+    ConvNeXtTiny,
+}
+
+/// The family an [`Arch`] belongs to, with the numbers that shape it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Residual blocks of `kind`, `blocks[i]` of them in `layer{i+1}`.
+    ResNet { kind: BlockKind, blocks: [usize; 4] },
+    /// `depths[i]` ConvNeXt blocks of width `dims[i]` in stage `i`.
+    ConvNeXt { depths: [usize; 4], dims: [usize; 4] },
 }
 
 /// Which residual block a depth is built from.
@@ -33,41 +45,55 @@ impl BlockKind {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 6] = [
         Arch::ResNet18,
         Arch::ResNet34,
         Arch::ResNet50,
         Arch::ResNet101,
         Arch::ResNet152,
+        Arch::ConvNeXtTiny,
     ];
 
-    /// Number of residual blocks in `layer1..layer4`.
-    pub const fn blocks(self) -> [usize; 4] {
+    /// The family and its shape (torchvision's `resnet.py` and `convnext.py` tables).
+    pub const fn family(self) -> Family {
+        use BlockKind::{Basic, Bottleneck};
+        const fn resnet(kind: BlockKind, blocks: [usize; 4]) -> Family {
+            Family::ResNet { kind, blocks }
+        }
         match self {
-            Arch::ResNet18 => [2, 2, 2, 2],
-            Arch::ResNet34 | Arch::ResNet50 => [3, 4, 6, 3],
-            Arch::ResNet101 => [3, 4, 23, 3],
-            Arch::ResNet152 => [3, 8, 36, 3],
+            Arch::ResNet18 => resnet(Basic, [2, 2, 2, 2]),
+            Arch::ResNet34 => resnet(Basic, [3, 4, 6, 3]),
+            Arch::ResNet50 => resnet(Bottleneck, [3, 4, 6, 3]),
+            Arch::ResNet101 => resnet(Bottleneck, [3, 4, 23, 3]),
+            Arch::ResNet152 => resnet(Bottleneck, [3, 8, 36, 3]),
+            Arch::ConvNeXtTiny => Family::ConvNeXt {
+                depths: [3, 3, 9, 3],
+                dims: [96, 192, 384, 768],
+            },
         }
     }
 
-    pub const fn block_kind(self) -> BlockKind {
-        match self {
-            Arch::ResNet18 | Arch::ResNet34 => BlockKind::Basic,
-            _ => BlockKind::Bottleneck,
-        }
-    }
-
-    /// Width of the pooled feature vector that feeds `fc`.
+    /// Width of the pooled feature vector that feeds the head.
     pub const fn feature_dim(self) -> usize {
-        512 * self.block_kind().expansion()
+        match self.family() {
+            Family::ResNet { kind, .. } => 512 * kind.expansion(),
+            Family::ConvNeXt { dims, .. } => dims[3],
+        }
     }
 
-    /// The depth with this block layout, if any (used to name what a weight file contains).
-    pub fn from_layout(kind: BlockKind, blocks: [usize; 4]) -> Option<Arch> {
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.block_kind() == kind && a.blocks() == blocks)
+    /// The shorter side torchvision's eval transform resizes to for its ImageNet weights of
+    /// this network (`IMAGENET1K_V1`), before the 224 center crop.
+    pub const fn imagenet_resize(self) -> usize {
+        match self.family() {
+            Family::ResNet { .. } => crate::imagenet::RESIZE_V1,
+            Family::ConvNeXt { .. } => 236,
+        }
+    }
+
+    /// The network with this family and shape, if any (used to name what a weight file
+    /// contains).
+    pub fn from_family(family: Family) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.family() == family)
     }
 
     pub const fn name(self) -> &'static str {
@@ -77,6 +103,7 @@ impl Arch {
             Arch::ResNet50 => "resnet50",
             Arch::ResNet101 => "resnet101",
             Arch::ResNet152 => "resnet152",
+            Arch::ConvNeXtTiny => "convnext_tiny",
         }
     }
 }
@@ -89,24 +116,29 @@ impl fmt::Display for Arch {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown architecture '{0}' (expected resnet18, resnet34, resnet50, resnet101 or resnet152)"
+    "unknown architecture '{0}' (expected resnet18, resnet34, resnet50, resnet101, resnet152 or \
+     convnext_tiny)"
 )]
 pub struct ParseArchError(pub String);
 
 impl FromStr for Arch {
     type Err = ParseArchError;
 
-    /// Accepts `resnet101`, `ResNet101`, `resnet-101` and `101`.
+    /// Accepts `resnet101`, `ResNet101`, `resnet-101`, `101`, and `convnext_tiny`,
+    /// `ConvNeXt-Tiny`, `convnext-t`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let norm: String = s
             .chars()
             .filter(|c| *c != '-' && *c != '_')
             .collect::<String>()
             .to_ascii_lowercase();
+        if matches!(norm.as_str(), "convnexttiny" | "convnextt") {
+            return Ok(Arch::ConvNeXtTiny);
+        }
         let depth = norm.strip_prefix("resnet").unwrap_or(&norm);
         Arch::ALL
             .into_iter()
-            .find(|a| a.name()["resnet".len()..] == *depth)
+            .find(|a| a.name().strip_prefix("resnet") == Some(depth))
             .ok_or_else(|| ParseArchError(s.to_string()))
     }
 }
@@ -120,6 +152,9 @@ mod tests {
         assert_eq!("resnet101".parse(), Ok(Arch::ResNet101));
         assert_eq!("ResNet-18".parse(), Ok(Arch::ResNet18));
         assert_eq!("50".parse(), Ok(Arch::ResNet50));
+        assert_eq!("convnext_tiny".parse(), Ok(Arch::ConvNeXtTiny));
+        assert_eq!("ConvNeXt-T".parse(), Ok(Arch::ConvNeXtTiny));
+        assert!("tiny".parse::<Arch>().is_err());
         assert!(
             "resnet19"
                 .parse::<Arch>()
@@ -130,10 +165,22 @@ mod tests {
     }
 
     #[test]
-    fn layout_identifies_depth() {
+    fn family_identifies_the_network() {
         for a in Arch::ALL {
-            assert_eq!(Arch::from_layout(a.block_kind(), a.blocks()), Some(a));
+            assert_eq!(Arch::from_family(a.family()), Some(a));
+            assert_eq!(a.name().parse(), Ok(a), "names round-trip");
         }
-        assert_eq!(Arch::from_layout(BlockKind::Basic, [3, 4, 23, 3]), None);
+        let odd = Family::ResNet {
+            kind: BlockKind::Basic,
+            blocks: [3, 4, 23, 3],
+        };
+        assert_eq!(Arch::from_family(odd), None);
+    }
+
+    #[test]
+    fn serde_names_are_the_cli_names() {
+        for a in Arch::ALL {
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
+        }
     }
 }

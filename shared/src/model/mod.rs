@@ -1,16 +1,23 @@
-//! torchvision's ResNet family (v1.5), one definition for every burn backend.
+//! Petal's networks, one definition each for every burn backend, behind one type:
+//! [`Network`] (built by [`NetworkConfig`] from an [`Arch`]).
 //!
-//! Field names follow torchvision (`conv1`, `bn1`, `layer1..4`, `fc`, `downsample`) so that a
-//! torchvision `state_dict` maps onto this module with the few rules kept in `crate::import`.
+//! - [`ResNet`]: torchvision's ResNet family (v1.5). Field names follow torchvision (`conv1`,
+//!   `bn1`, `layer1..4`, `fc`, `downsample`), so a torchvision `state_dict` maps onto it with
+//!   the few rules kept in `crate::import`; [`FoldedResNet`] is its CPU inference form.
+//! - [`ConvNeXt`]: torchvision's ConvNeXt-T.
 
 mod arch;
 mod block;
+mod convnext;
 mod folded;
+mod network;
 mod precision;
 mod resnet;
 
-pub use arch::{Arch, BlockKind, ParseArchError};
+pub use arch::{Arch, BlockKind, Family, ParseArchError};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
+pub use convnext::{ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling};
 pub use folded::{FoldError, FoldedResNet};
+pub use network::{Network, NetworkConfig, ParamGroup};
 pub use precision::ComputePrecision;
 pub use resnet::{ResNet, ResNetConfig, Stages};

@@ -2,7 +2,7 @@
 //! convolutions and the head multiply f16 operands (tensor cores on GPUs that have them) and
 //! everything else stays f32.
 
-use burn::nn::Linear;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
@@ -10,7 +10,7 @@ use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
-/// How a [`ResNet`](super::ResNet) computes its convolutions and its head.
+/// How a network ([`Network`](super::Network)) computes its convolutions and linear layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ComputePrecision {
@@ -34,14 +34,20 @@ impl ComputePrecision {
     }
 
     /// `conv` applied to `x` (`[N, C_in, H, W]` → `[N, C_out, H', W']`) in this precision.
-    /// Every convolution of a ResNet pads by half its kernel (`block::conv`), which is the
-    /// padding used here.
+    /// Petal's networks pad symmetrically (or not at all), which is what is read here.
     pub(crate) fn conv(self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         match self {
             ComputePrecision::F32 => conv.forward(x),
             ComputePrecision::F16 => {
-                let [ph, pw] = conv.kernel_size.map(|k| k / 2);
-                let options = ConvOptions::new(conv.stride, [ph, pw], conv.dilation, conv.groups);
+                let padding = match conv.padding {
+                    PaddingConfig2d::Valid => [0, 0],
+                    PaddingConfig2d::Explicit(top, left, bottom, right) => {
+                        debug_assert!(top == bottom && left == right, "asymmetric padding");
+                        [top, left]
+                    }
+                    PaddingConfig2d::Same => conv.kernel_size.map(|k| k / 2),
+                };
+                let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
                 conv2d(
                     x.cast(FloatDType::F16),
                     conv.weight.val().cast(FloatDType::F16),

@@ -1,5 +1,5 @@
 use super::block::{bn, conv};
-use super::{Arch, Block, ComputePrecision};
+use super::{Arch, Block, BlockKind, ComputePrecision, Family};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -8,6 +8,7 @@ use burn::tensor::activation::relu;
 /// Builds a [`ResNet`]: the depth and the size of the classification head.
 #[derive(Config, Debug)]
 pub struct ResNetConfig {
+    /// One of the ResNet depths ([`Family::ResNet`]).
     pub arch: Arch,
     /// Outputs of `fc` (1000 for ImageNet weights; the user's class count after fine-tuning).
     pub num_classes: usize,
@@ -52,8 +53,13 @@ pub struct Stages {
 
 impl ResNetConfig {
     /// A freshly initialised network (torchvision's init: Kaiming-normal convs, unit BN).
+    ///
+    /// # Panics
+    /// If `arch` is not a ResNet ([`NetworkConfig`](super::NetworkConfig) builds any arch).
     pub fn init(&self, device: &Device) -> ResNet {
-        let kind = self.arch.block_kind();
+        let Family::ResNet { kind, blocks } = self.arch.family() else {
+            panic!("{} is not a ResNet", self.arch);
+        };
         let mut in_channels = 64;
         let mut stage = |planes: usize, blocks: usize, stride: usize| -> Vec<Block> {
             (0..blocks)
@@ -65,7 +71,7 @@ impl ResNetConfig {
                 })
                 .collect()
         };
-        let [b1, b2, b3, b4] = self.arch.blocks();
+        let [b1, b2, b3, b4] = blocks;
         let layer1 = stage(64, b1, 1);
         let layer2 = stage(128, b2, 2);
         let layer3 = stage(256, b3, 2);
@@ -163,6 +169,31 @@ impl ResNet {
             bn.running_mean.value_sync();
             bn.running_var.value_sync();
         }
+    }
+
+    /// The depth this network has (read from its blocks).
+    pub fn arch(&self) -> Arch {
+        let kind = match self.layer1.first() {
+            Some(Block::Bottleneck(_)) => BlockKind::Bottleneck,
+            _ => BlockKind::Basic,
+        };
+        let blocks = [&self.layer1, &self.layer2, &self.layer3, &self.layer4].map(Vec::len);
+        Arch::from_family(Family::ResNet { kind, blocks })
+            .expect("ResNetConfig only builds torchvision's depths")
+    }
+
+    /// Logits and class maps: the head applied to the last stage at every position (CAM; see
+    /// [`crate::cam`]).
+    ///
+    /// - `images`: `[N, 3, H, W]`
+    /// - returns: `([N, classes], [N, H/32, W/32, classes])`; each map's mean is its logit.
+    pub fn class_maps(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
+        let stages = self.stages(images);
+        let [n, c, h, w] = stages.layer4.dims();
+        let positions = stages.layer4.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+        let maps = self.precision.linear(&self.fc, positions);
+        let classes = maps.dims()[1];
+        (stages.logits, maps.reshape([n, h, w, classes]))
     }
 
     /// Number of classes the head predicts.

@@ -7,7 +7,7 @@ use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
 use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::fs::write_atomic;
 use petal_shared::model::FoldedResNet;
-use petal_shared::{Bundle, BundleMeta, Preprocessor, ResNet};
+use petal_shared::{Bundle, BundleMeta, Network as Model, Preprocessor};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
@@ -64,11 +64,11 @@ struct Explained {
     crop: [f64; 4],
 }
 
-/// The network that computes logits and maps: on the CPU the folded one (as `predict` uses),
-/// elsewhere burn's module on the device.
+/// The network that computes logits and maps: for a ResNet on the CPU the folded one (as
+/// `predict` uses), otherwise burn's module on the device.
 enum Network {
     Folded(FoldedResNet),
-    Burn(Box<ResNet>, Device),
+    Burn(Box<Model>, Device),
 }
 
 impl Network {
@@ -102,10 +102,12 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
         .as_deref()
         .map(|name| class_index(&meta, name))
         .transpose()?;
-    let net = if device == Device::flex() {
-        Network::Folded(FoldedResNet::new(model).context("cannot prepare the network for the CPU")?)
-    } else {
-        Network::Burn(Box::new(model), device)
+    let net = match model.into_resnet() {
+        Ok(resnet) if device == Device::flex() => Network::Folded(
+            FoldedResNet::new(resnet).context("cannot prepare the network for the CPU")?,
+        ),
+        Ok(resnet) => Network::Burn(Box::new(resnet.into()), device),
+        Err(other) => Network::Burn(Box::new(other), device),
     };
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;

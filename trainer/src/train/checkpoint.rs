@@ -13,10 +13,10 @@ use super::scaler::LossScaler;
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
-use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::store::BurnpackStore;
 use burn::tensor::Bytes;
 use petal_shared::fs::write_atomic;
-use petal_shared::{ResNet, ResNetConfig};
+use petal_shared::{Network, NetworkConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -99,10 +99,10 @@ pub struct Checkpoints {
     dir: PathBuf,
 }
 
-fn model_bytes(model: &ResNet) -> Result<Vec<u8>> {
+fn model_bytes(model: &Network) -> Result<Vec<u8>> {
     let mut store = BurnpackStore::from_bytes(None);
     model
-        .save_into(&mut store)
+        .save_tensors(&mut store)
         .map_err(|e| anyhow::anyhow!("cannot serialise the network: {e}"))?;
     Ok(store
         .get_bytes()
@@ -129,7 +129,7 @@ impl Checkpoints {
     }
 
     /// Saves the network, the optimiser and then `state` (which is updated to name them).
-    pub fn save(&self, state: &mut State, model: &ResNet, optim: &ModuleOptimizer) -> Result<()> {
+    pub fn save(&self, state: &mut State, model: &Network, optim: &ModuleOptimizer) -> Result<()> {
         let stem = format!("e{:04}-s{:05}", state.epochs_done() + 1, state.step);
         state.model_file = format!("{stem}.model.bpk");
         state.optim_file = format!("{stem}.optim.bpk");
@@ -150,7 +150,7 @@ impl Checkpoints {
         Ok(())
     }
 
-    pub fn save_best(&self, model: &ResNet) -> Result<()> {
+    pub fn save_best(&self, model: &Network) -> Result<()> {
         self.write(BEST_FILE, &model_bytes(model)?)
     }
 
@@ -172,11 +172,16 @@ impl Checkpoints {
     }
 
     /// A network from a checkpoint file, with the parameter ids the optimiser state refers to.
-    pub fn load_model(&self, file: &str, config: &ResNetConfig, device: &Device) -> Result<ResNet> {
+    pub fn load_model(
+        &self,
+        file: &str,
+        config: &NetworkConfig,
+        device: &Device,
+    ) -> Result<Network> {
         let mut model = config.init(device);
         let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(self.read(file)?)));
         let result = model
-            .load_from(&mut store)
+            .load_tensors(&mut store)
             .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", self.dir.join(file).display()))?;
         if !result.missing.is_empty() || !result.errors.is_empty() {
             bail!(

@@ -28,7 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::fs::write_atomic;
 use petal_shared::import::{Head, load_torchvision};
-use petal_shared::{Bundle, BundleMeta, ComputePrecision, Preprocessor, ResNet, ResNetConfig};
+use petal_shared::{Bundle, BundleMeta, ComputePrecision, Network, NetworkConfig, Preprocessor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -199,7 +199,7 @@ fn run(
     let pre = Preprocessor::new(recipe.resize, recipe.image_size)?;
     let augment = Augment::recipe(recipe.image_size as u32);
     let train_device = device.clone().autodiff();
-    let config = ResNetConfig::new(recipe.arch, classes.len());
+    let config = NetworkConfig::new(recipe.arch, classes.len());
     let ckpt = Checkpoints::new(out)?;
     let mut state = if resuming && ckpt.exists() {
         ckpt.load_state()?
@@ -278,6 +278,9 @@ fn run(
                         .take()
                         .context("the network was lost in a failed step")?;
                     let (x, y) = batch.into_tensors(recipe.image_size, &train_device);
+                    // The step's own seed for what the network draws on the device (ConvNeXt's
+                    // stochastic depth), so that a resumed run draws what it would have.
+                    train_device.seed(batch_seed(recipe.seed, epoch, step));
                     let loss = loss_fn.forward(current.forward(x), y);
                     pending.push(loss.clone().detach(), n);
                     let grads = match scaler.as_mut() {
@@ -373,9 +376,9 @@ fn starting_model(
     recipe: &Recipe,
     state: &State,
     ckpt: &Checkpoints,
-    config: &ResNetConfig,
+    config: &NetworkConfig,
     device: &Device,
-) -> Result<ResNet> {
+) -> Result<Network> {
     device.seed(recipe.seed);
     if !state.model_file.is_empty() {
         // Progress goes to stderr with the progress bar; stdout carries results (and stays
@@ -428,7 +431,7 @@ fn epoch_batches(train: &[Sample], recipe: &Recipe, epoch: usize, skip: usize) -
 fn record_epoch(
     state: &mut State,
     row: EpochMetrics,
-    valid: &ResNet,
+    valid: &Network,
     ckpt: &Checkpoints,
     out: &Path,
 ) -> Result<()> {
@@ -487,7 +490,7 @@ pub enum Which {
 }
 
 /// A run's network (on `device`, inference mode) and the bundle metadata that describes it.
-pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(BundleMeta, ResNet)> {
+pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(BundleMeta, Network)> {
     if !run_dir.join(RECIPE_FILE).is_file() {
         bail!(
             "{} is not a run folder: no {RECIPE_FILE}",
@@ -509,7 +512,7 @@ pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(Bundle
         ),
         Which::Last => (state.model_file.clone(), state.epochs_done()),
     };
-    let config = ResNetConfig::new(recipe.arch, classes.len());
+    let config = NetworkConfig::new(recipe.arch, classes.len());
     let model = ckpt.load_model(&file, &config, device)?;
     let mut meta = BundleMeta::new(recipe.arch, classes, recipe.image_size, recipe.resize);
     meta.source = format!("petal train {} (epoch {epoch})", run_dir.display());
@@ -518,7 +521,7 @@ pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(Bundle
 
 /// A network set up as the recipe's fine-tuning stage trains it (everything but the stem), for
 /// the training benchmark.
-pub fn stage_for_bench(model: ResNet) -> ResNet {
+pub fn stage_for_bench(model: Network) -> Network {
     stage::set_trainable(model, recipe::Trainable::AllButStem)
 }
 
@@ -536,7 +539,7 @@ fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
 /// Mean loss and accuracy of `model` (inference mode) on `samples`; `None` when none could be
 /// read.
 fn evaluate(
-    model: &ResNet,
+    model: &Network,
     samples: &[Sample],
     pre: &Preprocessor,
     batch_size: usize,

@@ -3,7 +3,7 @@
 
 use crate::backend::PrecisionArg;
 use anyhow::{Context, Result, bail};
-use petal_shared::Arch;
+use petal_shared::{Arch, ParamGroup};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -32,12 +32,24 @@ pub struct Recipe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trainable {
-    /// Only the new classifier (`fc`); the backbone is frozen, BatchNorm statistics included.
+    /// Only the new classifier (ResNet's `fc`, ConvNeXt's `classifier`); the backbone is
+    /// frozen, BatchNorm statistics included.
     Head,
-    /// Everything except the stem (`conv1`, `bn1`).
+    /// Everything except the stem (ResNet's `conv1` + `bn1`, ConvNeXt's patchify layer).
     AllButStem,
     /// Every layer.
     All,
+}
+
+impl Trainable {
+    /// The network's parameter groups this trains.
+    pub fn groups(self) -> &'static [ParamGroup] {
+        match self {
+            Trainable::Head => &[ParamGroup::Head],
+            Trainable::AllButStem => &[ParamGroup::Body, ParamGroup::Head],
+            Trainable::All => &[ParamGroup::Stem, ParamGroup::Body, ParamGroup::Head],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

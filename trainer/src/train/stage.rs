@@ -2,28 +2,16 @@
 //! updating their running statistics.
 
 use super::recipe::{OptimizerKind, Stage, Trainable};
-use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
-use petal_shared::ResNet;
+use petal_shared::Network;
 
-/// Sets `model` up for `trainable`. `freeze` (rather than `no_grad`) also stops the frozen
+/// Sets `model` up for `trainable`. Freezing (rather than `no_grad`) also stops the frozen
 /// BatchNorm layers' statistics from drifting: they keep the pretrained ImageNet statistics,
 /// and evaluation sees the same network the head was trained on.
-pub fn set_trainable(model: ResNet, trainable: Trainable) -> ResNet {
-    let mut m = model.unfreeze();
-    if matches!(trainable, Trainable::Head | Trainable::AllButStem) {
-        m.conv1 = m.conv1.freeze();
-        m.bn1 = m.bn1.freeze();
-    }
-    if trainable == Trainable::Head {
-        m.layer1 = m.layer1.freeze();
-        m.layer2 = m.layer2.freeze();
-        m.layer3 = m.layer3.freeze();
-        m.layer4 = m.layer4.freeze();
-    }
-    m
+pub fn set_trainable(model: Network, trainable: Trainable) -> Network {
+    model.with_trainable(trainable.groups())
 }
 
 /// A fresh optimiser for `stage`, with torch's defaults where burn's differ (Adam epsilon
@@ -54,10 +42,10 @@ mod tests {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::GradientsParams;
     use burn::prelude::*;
-    use petal_shared::{Arch, ResNetConfig};
+    use petal_shared::{Arch, NetworkConfig};
 
     /// Every tensor of the model (parameters and BatchNorm statistics), by name.
-    fn tensors(model: &ResNet) -> Vec<(String, Vec<f32>)> {
+    fn tensors(model: &Network) -> Vec<(String, Vec<f32>)> {
         use burn::store::{ModuleSnapshot, bridge};
         model
             .collect(None, None, true)
@@ -69,11 +57,12 @@ mod tests {
             .collect()
     }
 
-    /// One Adam step on random images with `trainable`; the names of the tensors it changed.
-    fn changed_by_one_step(trainable: Trainable) -> Vec<String> {
+    /// One Adam step of `arch` on random images with `trainable`; the names of the tensors it
+    /// changed.
+    fn changed_by_one_step(arch: Arch, trainable: Trainable) -> Vec<String> {
         let device = Device::flex().autodiff();
         device.seed(3);
-        let model = ResNetConfig::new(Arch::ResNet18, 3).init(&device);
+        let model = NetworkConfig::new(arch, 3).init(&device);
         let model = set_trainable(model, trainable);
         let before = tensors(&model);
         let x = Tensor::<4>::random([4, 3, 32, 32], burn::tensor::Distribution::Default, &device);
@@ -96,13 +85,13 @@ mod tests {
 
     #[test]
     fn head_stage_trains_only_the_classifier() {
-        let changed = changed_by_one_step(Trainable::Head);
+        let changed = changed_by_one_step(Arch::ResNet18, Trainable::Head);
         assert_eq!(changed, ["fc.weight", "fc.bias"]);
     }
 
     #[test]
     fn all_but_stem_keeps_conv1_and_bn1_as_they_are() {
-        let changed = changed_by_one_step(Trainable::AllButStem);
+        let changed = changed_by_one_step(Arch::ResNet18, Trainable::AllButStem);
         assert!(
             changed
                 .iter()
@@ -123,12 +112,33 @@ mod tests {
 
     #[test]
     fn all_trains_the_stem_too() {
-        let changed = changed_by_one_step(Trainable::All);
+        let changed = changed_by_one_step(Arch::ResNet18, Trainable::All);
         for name in ["conv1.weight", "bn1.gamma", "bn1.running_var"] {
             assert!(
                 changed.iter().any(|n| n == name),
                 "{name} did not change: {changed:?}"
             );
         }
+    }
+
+    #[test]
+    fn convnext_groups_are_its_stem_stages_and_classifier() {
+        let head = changed_by_one_step(Arch::ConvNeXtTiny, Trainable::Head);
+        assert_eq!(
+            head,
+            ["head_norm.gamma", "head_norm.beta", "head.weight", "head.bias"]
+        );
+        let body = changed_by_one_step(Arch::ConvNeXtTiny, Trainable::AllButStem);
+        assert!(body.iter().all(|n| !n.starts_with("stem")), "{body:?}");
+        for name in [
+            "stages.0.blocks.0.dwconv.weight",
+            "stages.3.downsample.conv.weight",
+            "stages.2.blocks.8.layer_scale",
+            "head.weight",
+        ] {
+            assert!(body.iter().any(|n| n == name), "{name} did not change");
+        }
+        let all = changed_by_one_step(Arch::ConvNeXtTiny, Trainable::All);
+        assert!(all.iter().any(|n| n == "stem.weight"));
     }
 }

@@ -1,0 +1,193 @@
+//! The one network type the rest of Petal talks to: any [`Arch`], behind one interface.
+//!
+//! The trainer, bundles, import, export, `explain` and the page hold a [`Network`] and never
+//! name a family. Adding a family means a variant here, its module, its key rules in
+//! `crate::import`, and nothing else outside `model/`.
+
+use super::{Arch, ComputePrecision, ConvNeXt, ConvNeXtConfig, Family, ResNet, ResNetConfig};
+use burn::prelude::*;
+use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore};
+
+/// Builds a [`Network`]: which one, and the size of its classification head.
+#[derive(Config, Debug)]
+pub struct NetworkConfig {
+    pub arch: Arch,
+    /// Outputs of the head (1000 for ImageNet weights; the user's class count after
+    /// fine-tuning).
+    pub num_classes: usize,
+}
+
+impl NetworkConfig {
+    /// A freshly initialised network (torchvision's init for its family).
+    pub fn init(&self, device: &Device) -> Network {
+        match self.arch.family() {
+            Family::ResNet { .. } => {
+                Network::ResNet(ResNetConfig::new(self.arch, self.num_classes).init(device))
+            }
+            Family::ConvNeXt { .. } => {
+                Network::ConvNeXt(ConvNeXtConfig::new(self.arch, self.num_classes).init(device))
+            }
+        }
+    }
+}
+
+/// A classification network of any family.
+#[derive(Module, Debug)]
+pub enum Network {
+    ResNet(ResNet),
+    ConvNeXt(ConvNeXt),
+}
+
+/// The named parameter groups a training stage refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamGroup {
+    /// The first layer(s) that see pixels: ResNet's `conv1` + `bn1`, ConvNeXt's patchify
+    /// convolution and its LayerNorm.
+    Stem,
+    /// Every stage between stem and head.
+    Body,
+    /// The classifier: ResNet's `fc`; ConvNeXt's LayerNorm + linear layer.
+    Head,
+}
+
+/// Calls `$body` with `$m` bound to the variant's module.
+macro_rules! each {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            Network::ResNet($m) => $body,
+            Network::ConvNeXt($m) => $body,
+        }
+    };
+}
+
+impl Network {
+    /// Classification logits.
+    ///
+    /// - `images`: `[N, 3, H, W]`, normalised (224 for ImageNet weights)
+    /// - returns: `[N, num_classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        each!(self, m => m.forward(images))
+    }
+
+    /// The features the head's linear layer reads: `[N, 3, H, W]` → `[N, feature_dim]`.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        each!(self, m => m.features(images))
+    }
+
+    /// Logits and class activation maps (see [`crate::cam`]): each map's mean over positions
+    /// is its class's logit.
+    ///
+    /// - `images`: `[N, 3, H, W]`
+    /// - returns: `([N, classes], [N, H/32, W/32, classes])`
+    pub fn class_maps(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
+        each!(self, m => m.class_maps(images))
+    }
+
+    pub fn arch(&self) -> Arch {
+        each!(self, m => m.arch())
+    }
+
+    /// Number of classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        each!(self, m => m.num_classes())
+    }
+
+    /// Replaces the head's last layer with a freshly initialised one for `num_classes`
+    /// outputs (fine-tuning on new classes).
+    pub fn with_new_head(self, num_classes: usize) -> Self {
+        match self {
+            Network::ResNet(m) => Network::ResNet(m.with_new_head(num_classes)),
+            Network::ConvNeXt(m) => Network::ConvNeXt(m.with_new_head(num_classes)),
+        }
+    }
+
+    /// The same network computing in `precision`; the weights stay f32.
+    pub fn with_precision(self, precision: ComputePrecision) -> Self {
+        match self {
+            Network::ResNet(m) => Network::ResNet(m.with_precision(precision)),
+            Network::ConvNeXt(mut m) => {
+                m.precision = precision;
+                Network::ConvNeXt(m)
+            }
+        }
+    }
+
+    /// Folds pending BatchNorm running-statistics updates into their stored values (see
+    /// [`ResNet::sync_running_stats`]); families without BatchNorm have none.
+    pub fn sync_running_stats(&self) {
+        if let Network::ResNet(m) = self {
+            m.sync_running_stats();
+        }
+    }
+
+    /// The network with only `groups` trainable: the other groups are frozen, which also stops
+    /// their BatchNorm statistics and stochastic depth (they behave as in evaluation).
+    pub fn with_trainable(self, groups: &[ParamGroup]) -> Self {
+        let trains = |g| groups.contains(&g);
+        match self.unfreeze() {
+            Network::ResNet(mut m) => {
+                if !trains(ParamGroup::Stem) {
+                    m.conv1 = m.conv1.freeze();
+                    m.bn1 = m.bn1.freeze();
+                }
+                if !trains(ParamGroup::Body) {
+                    m.layer1 = m.layer1.freeze();
+                    m.layer2 = m.layer2.freeze();
+                    m.layer3 = m.layer3.freeze();
+                    m.layer4 = m.layer4.freeze();
+                }
+                if !trains(ParamGroup::Head) {
+                    m.fc = m.fc.freeze();
+                }
+                Network::ResNet(m)
+            }
+            Network::ConvNeXt(mut m) => {
+                if !trains(ParamGroup::Stem) {
+                    m.stem = m.stem.freeze();
+                    m.stem_norm = m.stem_norm.freeze();
+                }
+                if !trains(ParamGroup::Body) {
+                    m.stages = m.stages.freeze();
+                }
+                if !trains(ParamGroup::Head) {
+                    m.head_norm = m.head_norm.freeze();
+                    m.head = m.head.freeze();
+                }
+                Network::ConvNeXt(m)
+            }
+        }
+    }
+
+    /// Writes the weights into `store` under the family module's own paths (`conv1.weight`,
+    /// not `ResNet.conv1.weight`): bundle and checkpoint files name tensors as the family's
+    /// module does.
+    pub fn save_tensors<S: ModuleStore>(&self, store: &mut S) -> Result<(), S::Error> {
+        each!(self, m => m.save_into(store))
+    }
+
+    /// Reads weights written by [`save_tensors`](Self::save_tensors) (or any file with the
+    /// family module's paths) into this network.
+    pub fn load_tensors<S: ModuleStore>(&mut self, store: &mut S) -> Result<ApplyResult, S::Error> {
+        each!(self, m => m.load_from(store))
+    }
+
+    /// The ResNet inside, if this is one (the CPU's folded inference network is ResNet-only).
+    pub fn into_resnet(self) -> Result<ResNet, Self> {
+        match self {
+            Network::ResNet(m) => Ok(m),
+            other => Err(other),
+        }
+    }
+}
+
+impl From<ResNet> for Network {
+    fn from(m: ResNet) -> Self {
+        Network::ResNet(m)
+    }
+}
+
+impl From<ConvNeXt> for Network {
+    fn from(m: ConvNeXt) -> Self {
+        Network::ConvNeXt(m)
+    }
+}
