@@ -1,6 +1,6 @@
 //! The `petal` binary end to end: preprocess, import, predict.
 
-use crate::reference::{PHOTO, resnet18};
+use crate::reference::{PHOTO, convnext_tiny, resnet18};
 use crate::util::{Run, fixtures, logits, petal, petal_bin, photo, predict_one, read_npy, tempdir};
 use std::ffi::OsString;
 use std::path::Path;
@@ -115,6 +115,53 @@ fn import_then_predict_matches_torchvision() {
     assert_eq!(records[0]["top"].as_array().unwrap().len(), 5);
     let p: f64 = records[0]["top"][0]["prob"].as_f64().unwrap();
     assert!(p > 0.0 && p <= 1.0);
+}
+
+/// ConvNeXt-T through the CLI: `import` defaults to torchvision's resize for it (236), and
+/// `predict` (burn's network on the CPU: the folded form is ResNet-only) gives torchvision's
+/// logits on the reference photo's pixels (resized at 256, as the reference was).
+#[test]
+fn convnext_import_then_predict_matches_torchvision() {
+    let r = convnext_tiny();
+    let dir = tempdir();
+    let labels = write_labels(dir.path(), 1000);
+    let import = |out: &str, extra: &[&str]| {
+        let mut args: Vec<OsString> = vec![
+            "import".into(),
+            r.file("convnext_tiny.safetensors").into(),
+            "--arch".into(),
+            "convnext_tiny".into(),
+            "--labels".into(),
+            labels.clone().into(),
+            "-o".into(),
+            out.into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        petal(dir.path(), args).success()
+    };
+    import("default", &[]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("default/petal.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["arch"], "convnext_tiny");
+    assert_eq!(meta["resize"], 236);
+
+    import("r256", &["--resize", "256"]);
+    let got: Vec<f32> = logits(&predict_one(dir.path(), "r256", &photo(PHOTO), &["--logits"]))
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let (_, want) = read_npy::<f32>(&r.file("convnext_tiny.logits.npy"));
+    let want = &want[1000..]; // row 1 of the reference batch is the photo
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err < 1e-3, "logits differ by {err}");
+    assert_eq!(
+        petal_shared::classify::top_k_indices(&got, 5),
+        petal_shared::classify::top_k_indices(want, 5)
+    );
 }
 
 #[test]

@@ -468,3 +468,71 @@ fn run_folders_and_recipes_are_checked() {
         "{err}"
     );
 }
+
+/// The second family end to end through the CLI: fine-tune torchvision's ConvNeXt-T from its
+/// weights (head, then everything but the stem, then the polish), export, predict, explain.
+#[test]
+fn convnext_tiny_fine_tunes_exports_predicts_and_explains() {
+    let dir = tempdir();
+    generated_photos(dir.path(), 4);
+    let pth = crate::reference::convnext_tiny().file("convnext_tiny.pth");
+    let mut args = quick(
+        "c",
+        &[
+            "--pretrained",
+            pth.to_str().unwrap(),
+            "--stage-epochs",
+            "head=1",
+            "--epochs",
+            "1",
+            "--stage-epochs",
+            "polish=1",
+        ],
+    );
+    let arch = args.iter().position(|a| a == "resnet18").unwrap();
+    args[arch] = "convnext_tiny".into();
+    let out = petal(dir.path(), args).success();
+    assert!(out.contains("from pretrained weights"), "{out}");
+    let recipe = std::fs::read_to_string(dir.path().join("c/recipe.toml")).unwrap();
+    assert!(recipe.contains("arch = \"convnext_tiny\""), "{recipe}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("c/bundle/petal.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["arch"], "convnext_tiny");
+    let metrics = std::fs::read_to_string(dir.path().join("c/metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+    for row in metrics.lines().skip(1) {
+        let loss: f64 = row.split(',').nth(2).unwrap().parse().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{metrics}");
+    }
+
+    // The bundle predicts the user's classes; half precision keeps the top class.
+    let photo = crate::util::photo("chelsea.png");
+    let full = predict_one(dir.path(), "c/bundle", &photo, &["--logits"]);
+    assert_eq!(logits(&full).len(), 5);
+    petal(dir.path(), ["export", "c", "--f16", "-o", "half"]).success();
+    let half = predict_one(dir.path(), "half", &photo, &[]);
+    assert_eq!(half["top"][0]["label"], full["top"][0]["label"]);
+
+    // `explain` draws the ConvNeXt's map: 32-pixel input, a 1×1 grid whose value is the logit.
+    let explained = petal(
+        dir.path(),
+        [
+            "explain".as_ref(),
+            "--model".as_ref(),
+            "c/bundle".as_ref(),
+            "-o".as_ref(),
+            "cam".as_ref(),
+            "--json".as_ref(),
+            photo.as_os_str(),
+        ],
+    )
+    .success();
+    let explained: serde_json::Value = serde_json::from_str(&explained).unwrap();
+    let e = &explained[0]["explained"];
+    assert_eq!(e["label"], full["top"][0]["label"]);
+    let logit = logits(&full)[e["class"].as_u64().unwrap() as usize];
+    let value = e["map"]["values"][0].as_f64().unwrap();
+    assert!((value - logit).abs() < 1e-4, "map {value}, logit {logit}");
+    assert!(dir.path().join("cam/chelsea.cam.png").is_file());
+}

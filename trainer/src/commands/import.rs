@@ -7,7 +7,7 @@ use petal_shared::{Arch, Bundle, BundleMeta, Precision};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Turn torchvision ResNet weights (.pth or .safetensors) into a bundle.
+/// Turn torchvision ResNet or ConvNeXt-T weights (.pth or .safetensors) into a bundle.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// torchvision state_dict (e.g. resnet101-63fe2227.pth).
@@ -22,9 +22,10 @@ pub struct Args {
     /// fine-tune on new classes).
     #[arg(long)]
     new_head: bool,
-    /// Shorter side after resizing (256 for IMAGENET1K_V1 weights, 232 for V2).
-    #[arg(long, default_value_t = petal_shared::imagenet::RESIZE_V1)]
-    resize: usize,
+    /// Shorter side after resizing [default: torchvision's for the arch's IMAGENET1K_V1
+    /// weights: 256 for a ResNet, 236 for ConvNeXt-T; use 232 for ResNet V2 weights].
+    #[arg(long)]
+    resize: Option<usize>,
     /// Network input size (center crop).
     #[arg(long, default_value_t = petal_shared::imagenet::CROP_SIZE)]
     image_size: usize,
@@ -74,7 +75,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.weights.display(),
         report.ignored.len()
     );
-    let mut meta = BundleMeta::new(args.arch, labels, args.image_size, args.resize);
+    let resize = args.resize.unwrap_or(args.arch.imagenet_resize());
+    let mut meta = BundleMeta::new(args.arch, labels, args.image_size, resize);
     meta.precision = if args.f16 {
         Precision::F16
     } else {

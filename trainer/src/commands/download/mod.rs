@@ -7,7 +7,7 @@ mod unpack;
 use anyhow::{Context, Result, bail};
 use fetch::{Expected, fetch, name_hash_prefix, parse_sha256};
 use petal_shared::Arch;
-use petal_shared::imagenet::{CROP_SIZE, RESIZE_V1, RESIZE_V2};
+use petal_shared::imagenet::{CROP_SIZE, RESIZE_V2};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,10 +15,11 @@ use std::process::ExitCode;
 /// tests. `--base-url` wins over it.
 const BASE_URL_ENV: &str = "PETAL_DOWNLOAD_BASE_URL";
 
-/// torchvision's weight files, from `torchvision/models/resnet.py` (`ResNet*_Weights`, read
-/// from torchvision 0.14.1; the files have not changed since the V2 weights came out).
+/// torchvision's weight files, from `torchvision/models/resnet.py` and `convnext.py`
+/// (`ResNet*_Weights`, `ConvNeXt_Tiny_Weights`, read from torchvision 0.14.1; the files have not
+/// changed since the V2 weights came out).
 const TORCHVISION_HOST: &str = "https://download.pytorch.org";
-const WEIGHTS: [(Arch, Version, &str); 8] = [
+const WEIGHTS: [(Arch, Version, &str); 9] = [
     (Arch::ResNet18, Version::V1, "resnet18-f37072fd.pth"),
     (Arch::ResNet34, Version::V1, "resnet34-b627a593.pth"),
     (Arch::ResNet50, Version::V1, "resnet50-0676ba61.pth"),
@@ -27,6 +28,7 @@ const WEIGHTS: [(Arch, Version, &str); 8] = [
     (Arch::ResNet101, Version::V2, "resnet101-cd907fc2.pth"),
     (Arch::ResNet152, Version::V1, "resnet152-394f9c45.pth"),
     (Arch::ResNet152, Version::V2, "resnet152-f82ba261.pth"),
+    (Arch::ConvNeXtTiny, Version::V1, "convnext_tiny-983f1562.pth"),
 ];
 
 /// TensorFlow's flower photos: 5 classes, 3,670 JPEGs, 218 MiB. Google publishes no checksum
@@ -45,8 +47,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum What {
-    /// torchvision ImageNet weights for a ResNet, checked against the SHA-256 prefix in the
-    /// file name (e.g. resnet101-63fe2227.pth).
+    /// torchvision ImageNet weights for a ResNet or ConvNeXt-T, checked against the SHA-256
+    /// prefix in the file name (e.g. resnet101-63fe2227.pth).
     Weights(WeightsArgs),
     /// TensorFlow's flower_photos (5 classes, 3,670 photos, 218 MiB), unpacked into
     /// DIR/flower_photos/<class>/.
@@ -58,7 +60,7 @@ enum What {
 /// torchvision's weights generations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Version {
-    /// IMAGENET1K_V1: the original recipe; evaluate with resize 256.
+    /// IMAGENET1K_V1: the original recipe; evaluate with resize 256 (ConvNeXt-T: 236).
     V1,
     /// IMAGENET1K_V2: the newer recipe, 4-5 points better top-1; evaluate with resize 232.
     /// ResNet-50/101/152 only.
@@ -66,9 +68,10 @@ enum Version {
 }
 
 impl Version {
-    fn resize(self) -> usize {
+    /// The resize torchvision evaluates `arch`'s weights of this generation with.
+    fn resize(self, arch: Arch) -> usize {
         match self {
-            Version::V1 => RESIZE_V1,
+            Version::V1 => arch.imagenet_resize(),
             Version::V2 => RESIZE_V2,
         }
     }
@@ -90,10 +93,11 @@ struct Common {
 
 #[derive(clap::Args, Debug)]
 struct WeightsArgs {
-    /// Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.
+    /// Architecture: resnet18, resnet34, resnet50, resnet101, resnet152 or convnext_tiny.
     #[arg(long, default_value = "resnet101")]
     arch: Arch,
-    /// V1 by default: it matches the resize (256) every other command defaults to.
+    /// V1 by default: for a ResNet it matches the resize (256) every other command defaults
+    /// to.
     #[arg(long, value_enum, default_value_t = Version::V1)]
     weights: Version,
     #[command(flatten)]
@@ -153,7 +157,7 @@ fn weights(args: WeightsArgs) -> Result<ExitCode> {
     let dest = output_dir(&args.common.output)?.join(name);
     let got = fetch(&url, &dest, &expected)?;
     report(&dest, &got);
-    let resize = args.weights.resize();
+    let resize = args.weights.resize(args.arch);
     println!(
         "torchvision IMAGENET1K_{:?} weights: preprocess with resize {resize}, crop {CROP_SIZE}, e.g.\n  \
          petal import {} --arch {} --resize {resize} --labels LABELS -o BUNDLE\n  \
