@@ -1,11 +1,12 @@
 // Petal's browser tests (called by scripts/test-web, which prepares the inputs):
-//   node run.mjs --dist DIR --bundle DIR --photos DIR --work DIR [--petal BIN]
+//   node run.mjs --dist DIR --bundle DIR --photos DIR --work DIR [--petal BIN] [--convnext DIR]
 // With --petal the page is served by `petal serve` (what users run): the test photos and
 // folders are copied into the page folder DIST, which it then changes. Without it, by a
 // small Node server.
 // WORK holds predict.json (`petal predict --json --logits` on every photo), pre/NAME.npy
 // (`petal preprocess` at 256/224), batch/ (a folder with bad files) and score.csv
-// (`petal score` on it).
+// (`petal score` on it); with --convnext (a ConvNeXt-T bundle) also predict-convnext.json and
+// explain-convnext.json, its CLI answers.
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
@@ -30,17 +31,13 @@ const work = args.work;
 const TOL = 1e-4;
 // Class maps (in logit units) against the native CLI's, on either backend.
 const CAM_TOL = 1e-4;
-const explained = new Map(
-  JSON.parse(fs.readFileSync(path.join(work, "explain.json"), "utf8")).map((r) => [path.basename(r.file), r]),
-);
+// A CLI answer file (`--json` of predict or explain) keyed by the photo's base name.
+const byPhoto = (file) =>
+  new Map(JSON.parse(fs.readFileSync(path.join(work, file), "utf8")).map((r) => [path.basename(r.file), r]));
+const explained = byPhoto("explain.json");
 
 const photos = fs.readdirSync(args.photos).filter((f) => !f.startsWith(".")).sort();
-const expected = new Map(
-  JSON.parse(fs.readFileSync(path.join(work, "predict.json"), "utf8")).map((r) => [
-    path.basename(r.file),
-    r,
-  ]),
-);
+const expected = byPhoto("predict.json");
 
 let failures = 0;
 const failed = (msg) => {
@@ -55,6 +52,7 @@ fs.mkdirSync(broken, { recursive: true });
 fs.writeFileSync(path.join(broken, "petal.json"), "{ this is not json");
 
 const extra = { photos: args.photos, batch: path.join(work, "batch"), broken };
+if (args.convnext) extra.convnext = args.convnext;
 let server;
 if (args.petal) {
   // `petal serve` serves the page folder and the bundle only: the rest goes into the page.
@@ -73,7 +71,8 @@ if (args.petal) {
 const page_url = (query = "") => `${server.base}/index.html${query}`;
 
 // Compares the page's results with `petal predict --json` (matched by file base name).
-function compare(label, got) {
+function compare(label, got, expected_ = expected) {
+  const expected = expected_;
   let maxDiff = 0;
   let bad = 0;
   for (const r of got) {
@@ -111,7 +110,8 @@ function compare(label, got) {
 
 // The page's class maps (top class of each photo) against `petal explain --json`, and each
 // card's heat map: a PNG of the photo's aspect ratio, transparent outside the crop.
-async function checkCams(page, label, tol) {
+async function checkCams(page, label, tol, explained_ = explained) {
+  const explained = explained_;
   const cams = await page.evaluate(async () => {
     const out = [];
     for (const card of document.querySelectorAll("#results .result[data-label]")) {
@@ -285,6 +285,33 @@ await section("WebGPU: photos from the file picker equal `petal predict`", async
     ? ok(`about panel: ${about.p50} ms p50, ${about.p90} ms p90, ${Number(about.imagesPerSecond).toFixed(2)} images/s`)
     : failed(`about panel timings ${JSON.stringify(about)}`);
 });
+
+// The second network family: the page shares the model seam, so a ConvNeXt-T bundle needs
+// nothing of its own. burn's module runs it on either backend (the CPU's folded network is
+// ResNet-only).
+async function convnextSection(context, backend, query) {
+  await section(`ConvNeXt-T on ${backend}: photos equal \`petal predict\`, maps equal \`petal explain\``, async () => {
+    const p = await openPage(context, page_url(query));
+    const s = await waitSettled(p);
+    if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
+    s.backend === backend ? ok(`data-backend=${backend}`) : failed(`data-backend=${s.backend}`);
+    const arch = await p.evaluate(() => document.getElementById("info-arch").textContent);
+    /convnext_tiny/.test(arch) ? ok("the page names the network convnext_tiny") : failed(`model info: ${arch}`);
+    const some = photos.slice(0, 4);
+    await p.setInputFiles(
+      "#file-input",
+      some.map((f) => path.join(args.photos, f)),
+    );
+    const got = await results(p, some.length);
+    const { maxDiff, bad } = compare(`convnext ${backend}`, got, byPhoto("predict-convnext.json"));
+    if (!bad) ok(`${got.length} photos, max |Δprob| ${maxDiff.toExponential(2)} (≤ ${TOL})`);
+    console.log(`  ${timingSummary(got)}`);
+    await checkCams(p, `convnext ${backend}`, CAM_TOL, byPhoto("explain-convnext.json"));
+    dumpLog(p);
+    await p.close();
+  });
+}
+if (args.convnext) await convnextSection(gpu.context, "webgpu", "?backend=webgpu&model=convnext/");
 
 await section("Second visit: the bundle comes from the Cache API", async () => {
   const before = server.hits.get("/model/model.bpk") || 0;
@@ -578,6 +605,8 @@ await section("No WebGPU: CPU fallback, dropped photos equal `petal predict`", a
   console.log(`  ${timingSummary(got)}`);
 });
 dumpLog(page);
+
+if (args.convnext) await convnextSection(cpu.context, "cpu", "?model=convnext/");
 
 await section("Offline: after one visit, the page classifies with the server stopped", async () => {
   // A server of its own (a fresh origin, so a fresh service worker), stopped halfway. The
