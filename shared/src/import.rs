@@ -123,9 +123,14 @@ pub fn torchvision_key(burn_path: &str) -> String {
 
 /// Whether a torchvision key is a `Linear` weight (stored `[out, in]`, ours `[in, out]`).
 fn is_linear_weight(key: &str) -> bool {
-    ["fc.weight", "classifier.2.weight", ".block.3.weight", ".block.5.weight"]
-        .iter()
-        .any(|end| key.ends_with(end))
+    [
+        "fc.weight",
+        "classifier.2.weight",
+        ".block.3.weight",
+        ".block.5.weight",
+    ]
+    .iter()
+    .any(|end| key.ends_with(end))
 }
 
 /// Whether a torchvision key belongs to the classification layer a new head replaces.
@@ -305,16 +310,13 @@ impl Found {
 
     /// What to call it in an error message.
     fn describe(self) -> String {
-        Arch::ALL
-            .into_iter()
-            .find(|a| self.fits(*a))
-            .map_or_else(
-                || match self {
-                    Found::ResNet(kind, blocks) => format!("ResNet with {kind:?} blocks {blocks:?}"),
-                    Found::ConvNeXt(depths) => format!("ConvNeXt with stage depths {depths:?}"),
-                },
-                |a| a.to_string(),
-            )
+        Arch::ALL.into_iter().find(|a| self.fits(*a)).map_or_else(
+            || match self {
+                Found::ResNet(kind, blocks) => format!("ResNet with {kind:?} blocks {blocks:?}"),
+                Found::ConvNeXt(depths) => format!("ConvNeXt with stage depths {depths:?}"),
+            },
+            |a| a.to_string(),
+        )
     }
 }
 
@@ -470,7 +472,10 @@ mod tests {
             ("features.0.0.weight", "stem.weight"),
             ("features.0.1.bias", "stem_norm.bias"),
             ("features.1.2.layer_scale", "stages.0.blocks.2.layer_scale"),
-            ("features.5.8.block.3.weight", "stages.2.blocks.8.pwconv1.weight"),
+            (
+                "features.5.8.block.3.weight",
+                "stages.2.blocks.8.pwconv1.weight",
+            ),
             ("features.7.0.block.0.bias", "stages.3.blocks.0.dwconv.bias"),
             ("features.6.0.weight", "stages.3.downsample.norm.weight"),
             ("features.2.1.weight", "stages.1.downsample.conv.weight"),
@@ -488,7 +493,13 @@ mod tests {
 
     #[test]
     fn found_names_the_family() {
-        let convnext = ["features.1.2.block.0.weight", "features.5.8.layer_scale", "features.5.8.block.3.weight", "features.7.2.block.5.bias", "features.3.2.block.5.bias"];
+        let convnext = [
+            "features.1.2.block.0.weight",
+            "features.5.8.layer_scale",
+            "features.5.8.block.3.weight",
+            "features.7.2.block.5.bias",
+            "features.3.2.block.5.bias",
+        ];
         let found = Found::of(convnext.into_iter()).unwrap();
         assert_eq!(found, Found::ConvNeXt([3, 3, 9, 3]));
         assert!(found.fits(Arch::ConvNeXtTiny));

@@ -169,7 +169,8 @@ fn weight_files_name_tensors_without_the_family() {
         (Arch::ConvNeXtTiny, "stem.weight"),
     ] {
         let b = bundle(arch, Precision::F16);
-        let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(b.weights_bytes().unwrap())));
+        let mut store =
+            BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(b.weights_bytes().unwrap())));
         let keys = store.keys().unwrap();
         assert!(keys.iter().any(|k| k == first), "{arch}: {keys:?}");
         assert!(

@@ -147,10 +147,15 @@ fn convnext_import_then_predict_matches_torchvision() {
     assert_eq!(meta["resize"], 236);
 
     import("r256", &["--resize", "256"]);
-    let got: Vec<f32> = logits(&predict_one(dir.path(), "r256", &photo(PHOTO), &["--logits"]))
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
+    let got: Vec<f32> = logits(&predict_one(
+        dir.path(),
+        "r256",
+        &photo(PHOTO),
+        &["--logits"],
+    ))
+    .into_iter()
+    .map(|v| v as f32)
+    .collect();
     let (_, want) = read_npy::<f32>(&r.file("convnext_tiny.logits.npy"));
     let want = &want[1000..]; // row 1 of the reference batch is the photo
     let err = got

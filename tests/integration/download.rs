@@ -238,7 +238,12 @@ fn weights_with_the_wrong_hash_are_rejected() {
     for (arch, version, name, prefix) in [
         ("resnet18", "v1", "resnet18-f37072fd.pth", "f37072fd"),
         ("resnet101", "v2", "resnet101-cd907fc2.pth", "cd907fc2"),
-        ("convnext_tiny", "v1", "convnext_tiny-983f1562.pth", "983f1562"),
+        (
+            "convnext_tiny",
+            "v1",
+            "convnext_tiny-983f1562.pth",
+            "983f1562",
+        ),
     ] {
         let path = format!("/models/{name}");
         let server = Server::start(&[(&path, &bytes)], Behaviour::default());

@@ -3,8 +3,8 @@
 use crate::reference::{convnext_tiny, edit_safetensors, resnet18};
 use crate::util::tempdir;
 use burn::prelude::*;
-use petal_shared::{Arch, Network};
 use petal_shared::import::{Head, ImportError, load_torchvision};
+use petal_shared::{Arch, Network};
 
 fn import(
     path: &std::path::Path,
@@ -149,8 +149,13 @@ fn class_count_mismatch_needs_a_new_head() {
 
 #[test]
 fn the_other_family_is_named() {
-    let err = import(&resnet18().file("resnet18.pth"), Arch::ConvNeXtTiny, 1000, Head::Keep)
-        .unwrap_err();
+    let err = import(
+        &resnet18().file("resnet18.pth"),
+        Arch::ConvNeXtTiny,
+        1000,
+        Head::Keep,
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("holds a resnet18") && err.to_string().contains("convnext_tiny"),
         "{err}"
@@ -185,7 +190,13 @@ fn convnext_errors_and_new_head_speak_torchvision() {
         other => panic!("expected MissingKeys, got {other}"),
     }
 
-    let err = import(&r.file("convnext_tiny.pth"), Arch::ConvNeXtTiny, 5, Head::Keep).unwrap_err();
+    let err = import(
+        &r.file("convnext_tiny.pth"),
+        Arch::ConvNeXtTiny,
+        5,
+        Head::Keep,
+    )
+    .unwrap_err();
     match &err {
         ImportError::ShapeMismatch {
             key,

@@ -5,10 +5,10 @@
 use crate::reference::{Reference, convnext_tiny, resnet18, resnet101};
 use crate::util::read_npy;
 use burn::prelude::*;
-use petal_shared::{Arch, Network};
 use petal_shared::classify::top_k_indices;
 use petal_shared::import::{Head, load_torchvision};
 use petal_shared::model::FoldedResNet;
+use petal_shared::{Arch, Network};
 use std::path::Path;
 
 const STAGES: [&str; 7] = [
@@ -43,7 +43,10 @@ fn import(arch: Arch, weights: &Path) -> Network {
 /// The reference input batch, as burn's tensor and as its raw values with their shape.
 fn input(reference: &Reference) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
     let (shape, values) = read_npy::<f32>(&reference.file("input.npy"));
-    let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape.clone()), &Device::flex());
+    let x = Tensor::<4>::from_data(
+        TensorData::new(values.clone(), shape.clone()),
+        &Device::flex(),
+    );
     (x, values, shape)
 }
 
@@ -165,7 +168,10 @@ fn convnext_tiny_matches_torchvision() {
         let (cam_logits, maps) = model.class_maps(x);
         assert_eq!(values(cam_logits), logits);
         let [n, h, w, classes] = maps.dims();
-        assert_eq!((n, h, w, classes), (shape[0], shape[2] / 32, shape[3] / 32, 1000));
+        assert_eq!(
+            (n, h, w, classes),
+            (shape[0], shape[2] / 32, shape[3] / 32, 1000)
+        );
         let maps = values(maps);
         for image in 0..n {
             for class in [0, 17, 999] {

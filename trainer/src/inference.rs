@@ -55,7 +55,7 @@ impl Classifier {
                     .with_context(|| format!("cannot prepare {} for the CPU", path.display()))?,
             ),
             Ok(resnet) => Network::burn(resnet.into(), device, precision),
-            Err(other) => Network::burn(other, device, precision),
+            Err(other) => Network::burn(*other, device, precision),
         };
         Ok(Self {
             preprocessor: meta.preprocessor(),

@@ -162,13 +162,15 @@ impl Classifier {
             Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
         // A ResNet on the CPU is folded; other networks run burn's module on either backend.
         let net = match model.into_resnet() {
-            Ok(resnet) if backend == "cpu" => Network::Cpu(FoldedResNet::new(resnet).map_err(js_err)?),
+            Ok(resnet) if backend == "cpu" => {
+                Network::Cpu(FoldedResNet::new(resnet).map_err(js_err)?)
+            }
             Ok(resnet) => Network::Burn {
                 model: Box::new(resnet.into()),
                 device,
             },
             Err(other) => Network::Burn {
-                model: Box::new(other),
+                model: other,
                 device,
             },
         };

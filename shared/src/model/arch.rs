@@ -22,7 +22,10 @@ pub enum Family {
     /// Residual blocks of `kind`, `blocks[i]` of them in `layer{i+1}`.
     ResNet { kind: BlockKind, blocks: [usize; 4] },
     /// `depths[i]` ConvNeXt blocks of width `dims[i]` in stage `i`.
-    ConvNeXt { depths: [usize; 4], dims: [usize; 4] },
+    ConvNeXt {
+        depths: [usize; 4],
+        dims: [usize; 4],
+    },
 }
 
 /// Which residual block a depth is built from.

@@ -109,7 +109,13 @@ fn zero_bias(bias: Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>> {
     bias.map(|b| Param::from_tensor(b.val().zeros_like()))
 }
 
-fn conv(channels: [usize; 2], kernel: usize, stride: usize, groups: usize, device: &Device) -> Conv2d {
+fn conv(
+    channels: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+    device: &Device,
+) -> Conv2d {
     let p = if stride == 1 { kernel / 2 } else { 0 };
     let mut conv = Conv2dConfig::new(channels, [kernel, kernel])
         .with_stride([stride, stride])
@@ -213,7 +219,11 @@ impl ConvNeXtBlock {
             return branch;
         }
         let keep = 1.0 - self.drop_prob;
-        let mask = Tensor::<4>::random([branch.dims()[0], 1, 1, 1], Distribution::Bernoulli(keep), &device);
+        let mask = Tensor::<4>::random(
+            [branch.dims()[0], 1, 1, 1],
+            Distribution::Bernoulli(keep),
+            &device,
+        );
         branch * mask.div_scalar(keep)
     }
 }
@@ -362,7 +372,12 @@ mod tests {
         let dims: Vec<[usize; 4]> = s.stages.iter().map(Tensor::dims).collect();
         assert_eq!(
             dims,
-            [[2, 96, 16, 16], [2, 192, 8, 8], [2, 384, 4, 4], [2, 768, 2, 2]]
+            [
+                [2, 96, 16, 16],
+                [2, 192, 8, 8],
+                [2, 384, 4, 4],
+                [2, 768, 2, 2]
+            ]
         );
         assert_eq!(s.logits.dims(), [2, 5]);
         assert_eq!(model.num_classes(), 5);

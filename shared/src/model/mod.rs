@@ -16,7 +16,9 @@ mod resnet;
 
 pub use arch::{Arch, BlockKind, Family, ParseArchError};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
-pub use convnext::{ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling};
+pub use convnext::{
+    ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling,
+};
 pub use folded::{FoldError, FoldedResNet};
 pub use network::{Network, NetworkConfig, ParamGroup};
 pub use precision::ComputePrecision;

@@ -171,11 +171,12 @@ impl Network {
         each!(self, m => m.load_from(store))
     }
 
-    /// The ResNet inside, if this is one (the CPU's folded inference network is ResNet-only).
-    pub fn into_resnet(self) -> Result<ResNet, Self> {
+    /// The ResNet inside, if this is one (the CPU's folded inference network is ResNet-only);
+    /// otherwise the network itself back.
+    pub fn into_resnet(self) -> Result<ResNet, Box<Self>> {
         match self {
             Network::ResNet(m) => Ok(m),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 }

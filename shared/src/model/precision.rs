@@ -2,8 +2,8 @@
 //! convolutions and the head multiply f16 operands (tensor cores on GPUs that have them) and
 //! everything else stays f32.
 
-use burn::nn::{Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::module::{conv2d, linear};

@@ -107,7 +107,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
             FoldedResNet::new(resnet).context("cannot prepare the network for the CPU")?,
         ),
         Ok(resnet) => Network::Burn(Box::new(resnet.into()), device),
-        Err(other) => Network::Burn(Box::new(other), device),
+        Err(other) => Network::Burn(other, device),
     };
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;

@@ -126,7 +126,12 @@ mod tests {
         let head = changed_by_one_step(Arch::ConvNeXtTiny, Trainable::Head);
         assert_eq!(
             head,
-            ["head_norm.gamma", "head_norm.beta", "head.weight", "head.bias"]
+            [
+                "head_norm.gamma",
+                "head_norm.beta",
+                "head.weight",
+                "head.bias"
+            ]
         );
         let body = changed_by_one_step(Arch::ConvNeXtTiny, Trainable::AllButStem);
         assert!(body.iter().all(|n| !n.starts_with("stem")), "{body:?}");

@@ -28,7 +28,11 @@ const WEIGHTS: [(Arch, Version, &str); 9] = [
     (Arch::ResNet101, Version::V2, "resnet101-cd907fc2.pth"),
     (Arch::ResNet152, Version::V1, "resnet152-394f9c45.pth"),
     (Arch::ResNet152, Version::V2, "resnet152-f82ba261.pth"),
-    (Arch::ConvNeXtTiny, Version::V1, "convnext_tiny-983f1562.pth"),
+    (
+        Arch::ConvNeXtTiny,
+        Version::V1,
+        "convnext_tiny-983f1562.pth",
+    ),
 ];
 
 /// TensorFlow's flower photos: 5 classes, 3,670 JPEGs, 218 MiB. Google publishes no checksum
