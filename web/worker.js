@@ -2,14 +2,16 @@
 // preprocessing, the network and the heat maps never hold up the page's main thread.
 //
 // Messages in: {id, op, ...}; each answered once with {id, ok: true, value} or
-// {id, ok: false, error}. Requests run one at a time in arrival order (the model computes one
-// image at a time); the page sends the next photo only when the previous answer came back, so
-// a cancelled batch leaves nothing queued here.
+// {id, ok: false, error}. Requests run one at a time in arrival order (the model runs one pass
+// at a time); the page sends the next photos only when the previous answer came back, so a
+// cancelled batch leaves nothing queued here.
 //   init      {glue, wasm} → {wasmMs}: compiles the wasm module while the page downloads
 //   load      {meta: Uint8Array, weights: ArrayBuffer, requested}
 //             → {backend, reason, adapter, loadMs (weights → model, one warm-up pass), meta}
 //   classify  {bytes: ArrayBuffer, k, heat: {maxSide}} → outcome (see web/src/page.rs)
 //             plus `heat`: PNG bytes of the top class's map
+//   classifyBatch {files: [ArrayBuffer], k, heat} → [outcome | {error}], one per file: the
+//             photos go through the network in one pass (one dispatch per kernel on WebGPU)
 //   frame     {bitmap: ImageBitmap, k} → outcome (a camera frame)
 
 let wasm = null;
@@ -24,7 +26,7 @@ onmessage = (event) => {
 
 async function handle(msg) {
   try {
-    const ops = { init, load, classify, frame };
+    const ops = { init, load, classify, classifyBatch, frame };
     if (!ops[msg.op]) throw new Error(`unknown request ${msg.op}`);
     const { value, transfer = [] } = await ops[msg.op](msg);
     postMessage({ id: msg.id, ok: true, value }, transfer);
@@ -91,6 +93,20 @@ async function classify({ bytes, k, heat }) {
   out.heat_ms = performance.now() - t0;
   out.heat = png;
   return { value: out, transfer: png ? [png.buffer] : [] };
+}
+
+async function classifyBatch({ files, k, heat }) {
+  if (!classifier) throw new Error("the model is not loaded");
+  const outs = JSON.parse(await classifier.classifyBatch(files.map((b) => new Uint8Array(b)), k));
+  const transfer = [];
+  for (const out of outs) {
+    if (out.error) continue;
+    const t0 = performance.now();
+    out.heat = heatFor(out, heat?.maxSide);
+    out.heat_ms = performance.now() - t0;
+    if (out.heat) transfer.push(out.heat.buffer);
+  }
+  return { value: outs, transfer };
 }
 
 // A camera frame: drawn on an OffscreenCanvas here, so the page only grabs the bitmap.

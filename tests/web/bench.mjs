@@ -1,6 +1,6 @@
 // Petal's web benchmark (called by scripts/bench-web, which builds the page and bundles):
 //   node bench.mjs --dist DIR --bundles DIR --photos DIR [--n 3] [--only NAME,NAME]
-//                  [--backends webgpu,cpu]
+//                  [--backends webgpu,cpu] [--batch N]
 // For every bundle folder in BUNDLES and each backend (WebGPU, forced even on SwiftShader, and
 // the wasm CPU path), in headless Chromium:
 //   cold start   a fresh browser profile: navigation → model ready, and → first result (one
@@ -9,7 +9,8 @@
 //                wasm compile, which overlaps them, and the model load + warm-up pass);
 //   cached       a second visit (bundle in the Cache API, page files revalidated): the same;
 //   warm         N more photos: per-image time in the worker (decode, preprocessing, network)
-//                p50/p90 and images/s as the page measures them.
+//                p50/p90 and images/s as the page measures them; `--batch N` sets the photos
+//                per network pass (the page's `?batch=`; its default depends on the backend).
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs, serve, launch, openPage, waitSettled, results } from "./lib.mjs";
@@ -52,7 +53,7 @@ for (const backend of backends) {
   for (const b of bundles) {
     const meta = JSON.parse(fs.readFileSync(path.join(args.bundles, b, "petal.json"), "utf8"));
     const mb = fs.statSync(path.join(args.bundles, b, meta.weights)).size / 1e6;
-    const url = `${server.base}/index.html?model=bundles/${b}/&backend=${backend}`;
+    const url = `${server.base}/index.html?model=bundles/${b}/&backend=${backend}${args.batch ? `&batch=${args.batch}` : ""}`;
     // A fresh context: nothing cached, as on a first visit.
     const context = await browser.newContext();
     const page = await openPage(context, "about:blank");
@@ -68,6 +69,7 @@ for (const backend of backends) {
       rows.push({
         bundle: b,
         backend: about.backend,
+        batch: Math.max(...got.map((r) => r.dispatch)),
         mb: mb.toFixed(1),
         cold_ready_s: s(cold.ready),
         cold_first_s: s(cold.first),

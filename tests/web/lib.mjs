@@ -194,6 +194,7 @@ export async function results(page, count, timeoutMs = 600_000) {
       error: el.dataset.error,
       preprocessMs: Number(el.dataset.preprocessMs),
       inferenceMs: Number(el.dataset.inferenceMs),
+      dispatch: el.dataset.dispatch === undefined ? undefined : Number(el.dataset.dispatch),
     })),
   );
 }

@@ -84,7 +84,18 @@ struct Outcome {
     /// [`petal_shared::cam`]); [`heat_png`] draws one over the photo.
     maps: Vec<ClassMap>,
     preprocess_ms: f64,
+    /// This photo's share of its network pass: the pass's time over `batch`.
     inference_ms: f64,
+    /// How many photos went through the network in the pass this one ran in.
+    batch: usize,
+}
+
+/// One entry of [`Classifier::classify_batch`]'s answer: a file's outcome or its error.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchEntry {
+    Classified(Box<Outcome>),
+    Failed { error: String },
 }
 
 struct Inner {
@@ -110,7 +121,7 @@ enum Network {
 #[wasm_bindgen]
 pub struct Classifier {
     inner: Rc<Inner>,
-    /// Serialises inference: one image at a time on the device.
+    /// Serialises inference: one network pass at a time on the device.
     busy: Rc<Cell<bool>>,
 }
 
@@ -211,9 +222,63 @@ impl Classifier {
             let _busy = Busy::claim(&busy)?;
             let t0 = now_ms();
             let photo = inner.preprocessor.decode(&bytes).map_err(js_err)?;
-            let outcome = classify(&inner, &photo, k, t0).await?;
+            let outcome = classify(&inner, vec![prepare(&inner, &photo, t0)], k).await?;
             Ok(JsValue::from_str(
-                &serde_json::to_string(&outcome).map_err(js_err)?,
+                &serde_json::to_string(&outcome[0]).map_err(js_err)?,
+            ))
+        })
+    }
+
+    /// Classifies several encoded images (an array of `Uint8Array`) in one pass of the
+    /// network: on WebGPU each kernel is dispatched once for all of them rather than once per
+    /// photo, and read back once. Resolves to a JSON array with one entry per file, in order:
+    /// an outcome as [`classify`](Self::classify) gives, or `{error}` for a file that does not
+    /// decode; the other files still run.
+    #[wasm_bindgen(js_name = classifyBatch)]
+    pub fn classify_batch(&self, files: js_sys::Array, k: usize) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        let busy = Rc::clone(&self.busy);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let _busy = Busy::claim(&busy)?;
+            // Each file is decoded, preprocessed and dropped in turn: only the network's
+            // inputs of the whole batch are held at once.
+            let mut entries = Vec::with_capacity(files.length() as usize);
+            let mut inputs = Vec::new();
+            for file in files.iter() {
+                let t0 = now_ms();
+                let bytes = file
+                    .dyn_into::<js_sys::Uint8Array>()
+                    .map_err(|_| JsError::new("classifyBatch takes an array of Uint8Array"))?
+                    .to_vec();
+                match inner.preprocessor.decode(&bytes) {
+                    Ok(photo) => {
+                        inputs.push(prepare(&inner, &photo, t0));
+                        entries.push(None);
+                    }
+                    Err(e) => entries.push(Some(BatchEntry::Failed {
+                        error: e.to_string(),
+                    })),
+                }
+            }
+            let mut outcomes = if inputs.is_empty() {
+                Vec::new()
+            } else {
+                classify(&inner, inputs, k).await?
+            }
+            .into_iter();
+            let entries: Vec<BatchEntry> = entries
+                .into_iter()
+                .map(|entry| {
+                    entry.unwrap_or_else(|| match outcomes.next() {
+                        Some(outcome) => BatchEntry::Classified(Box::new(outcome)),
+                        None => BatchEntry::Failed {
+                            error: "no result from the network".into(),
+                        },
+                    })
+                })
+                .collect();
+            Ok(JsValue::from_str(
+                &serde_json::to_string(&entries).map_err(js_err)?,
             ))
         })
     }
@@ -234,9 +299,9 @@ impl Classifier {
             let _busy = Busy::claim(&busy)?;
             let t0 = now_ms();
             let photo = rgb_from_rgba(&rgba, width, height)?;
-            let outcome = classify(&inner, &photo, k, t0).await?;
+            let outcome = classify(&inner, vec![prepare(&inner, &photo, t0)], k).await?;
             Ok(JsValue::from_str(
-                &serde_json::to_string(&outcome).map_err(js_err)?,
+                &serde_json::to_string(&outcome[0]).map_err(js_err)?,
             ))
         })
     }
@@ -256,13 +321,18 @@ fn rgb_from_rgba(rgba: &[u8], width: u32, height: u32) -> Result<RgbImage, JsErr
     RgbImage::from_raw(width, height, rgb).ok_or_else(|| JsError::new("bad pixel buffer"))
 }
 
-/// Logits and class maps of one preprocessed image.
-async fn forward(inner: &Inner, tensor: Vec<f32>) -> Result<(Vec<f32>, ClassMaps), JsError> {
+/// Logits (`[n, classes]`, row-major) and class maps of `n` preprocessed images, laid end to
+/// end in `tensor` (`[n, 3, side, side]`).
+async fn forward(
+    inner: &Inner,
+    tensor: Vec<f32>,
+    n: usize,
+) -> Result<(Vec<f32>, ClassMaps), JsError> {
     let side = inner.preprocessor.image_size;
     match &inner.net {
-        Network::Cpu(net) => Ok(net.forward_with_class_maps(&tensor, 1, side, side)),
+        Network::Cpu(net) => Ok(net.forward_with_class_maps(&tensor, n, side, side)),
         Network::Burn { model, device } => {
-            let input = Tensor::<4>::from_data(TensorData::new(tensor, [1, 3, side, side]), device);
+            let input = Tensor::<4>::from_data(TensorData::new(tensor, [n, 3, side, side]), device);
             let (logits, maps) = cam::class_maps(model, input);
             // Async reads only: a synchronous one would block on the GPU (see lib.rs).
             let logits = logits.into_data_async().await.map_err(js_err)?;
@@ -277,34 +347,68 @@ async fn forward(inner: &Inner, tensor: Vec<f32>) -> Result<(Vec<f32>, ClassMaps
 
 async fn warm_up(inner: &Inner) -> Result<(), JsError> {
     let side = inner.preprocessor.image_size;
-    forward(inner, vec![0.0; 3 * side * side]).await?;
+    forward(inner, vec![0.0; 3 * side * side], 1).await?;
     Ok(())
 }
 
-/// `t0`: when the work on this image started (decoding counts as preprocessing).
-async fn classify(inner: &Inner, photo: &RgbImage, k: usize, t0: f64) -> Result<Outcome, JsError> {
+/// A decoded photo made ready for the network; the photo itself is not kept.
+struct Prepared {
+    tensor: Vec<f32>,
+    width: u32,
+    height: u32,
+    /// Since the work on this photo started (decoding counts as preprocessing).
+    preprocess_ms: f64,
+}
+
+/// `t0`: when the work on this photo started.
+fn prepare(inner: &Inner, photo: &RgbImage, t0: f64) -> Prepared {
     let tensor = inner.preprocessor.tensor_from_image(photo);
-    let t1 = now_ms();
-    let (logits, maps) = forward(inner, tensor).await?;
-    let t2 = now_ms();
-    let classes = &inner.meta.classes;
-    let k = k.max(1);
-    let probs = softmax(&logits);
-    let maps = top_k_indices(&probs, k)
-        .into_iter()
-        .map(|class| maps.map(0, class))
-        .collect::<Result<_, _>>()
-        .map_err(js_err)?;
-    Ok(Outcome {
-        top: top_k(&logits, classes, k),
-        probs,
-        logits,
+    Prepared {
+        tensor,
         width: photo.width(),
         height: photo.height(),
-        maps,
-        preprocess_ms: t1 - t0,
-        inference_ms: t2 - t1,
-    })
+        preprocess_ms: now_ms() - t0,
+    }
+}
+
+/// Runs prepared photos through the network in one pass; one outcome each, in order.
+async fn classify(inner: &Inner, photos: Vec<Prepared>, k: usize) -> Result<Vec<Outcome>, JsError> {
+    let n = photos.len();
+    let mut input = Vec::with_capacity(n * photos.first().map_or(0, |p| p.tensor.len()));
+    let mut sizes = Vec::with_capacity(n);
+    for photo in photos {
+        input.extend_from_slice(&photo.tensor);
+        sizes.push((photo.width, photo.height, photo.preprocess_ms));
+    }
+    let t1 = now_ms();
+    let (logits, maps) = forward(inner, input, n).await?;
+    let share = (now_ms() - t1) / n as f64;
+    let classes = &inner.meta.classes;
+    let k = k.max(1);
+    logits
+        .chunks_exact(classes.len())
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (logits, (width, height, preprocess_ms)))| {
+            let probs = softmax(logits);
+            let maps = top_k_indices(&probs, k)
+                .into_iter()
+                .map(|class| maps.map(i, class))
+                .collect::<Result<_, _>>()
+                .map_err(js_err)?;
+            Ok(Outcome {
+                top: top_k(logits, classes, k),
+                probs,
+                logits: logits.to_vec(),
+                width,
+                height,
+                maps,
+                preprocess_ms,
+                inference_ms: share,
+                batch: n,
+            })
+        })
+        .collect()
 }
 
 /// A class map (one of an outcome's `maps`, as JSON) drawn for a `width × height` photo: the
