@@ -28,6 +28,10 @@ pub enum CamError {
     NoSuchClass { class: usize, classes: usize },
     #[error("image {image} is out of range: the batch has {n} images")]
     NoSuchImage { image: usize, n: usize },
+    #[error("{classes} classes to explain for a batch of {n} images")]
+    ClassesPerImage { classes: usize, n: usize },
+    #[error("the backward pass gave no gradient for the last stage")]
+    NoGradient,
     #[error("cannot read the class maps back: {0}")]
     Read(String),
     #[error("cannot encode the heat map as PNG: {0}")]

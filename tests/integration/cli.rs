@@ -117,11 +117,12 @@ fn import_then_predict_matches_torchvision() {
     assert!(p > 0.0 && p <= 1.0);
 }
 
-/// ConvNeXt-T through the CLI: `import` defaults to torchvision's resize for it (236), and
+/// ConvNeXt-T through the CLI: `import` defaults to torchvision's resize for it (236),
 /// `predict` (burn's network on the CPU: the folded form is ResNet-only) gives torchvision's
-/// logits on the reference photo's pixels (resized at 256, as the reference was).
+/// logits on the reference photo's pixels (resized at 256, as the reference was), and
+/// `explain --method grad-cam` gives torch's Grad-CAM of the top class.
 #[test]
-fn convnext_import_then_predict_matches_torchvision() {
+fn convnext_import_then_predict_and_grad_cam_match_torchvision() {
     let r = convnext_tiny();
     let dir = tempdir();
     let labels = write_labels(dir.path(), 1000);
@@ -166,6 +167,50 @@ fn convnext_import_then_predict_matches_torchvision() {
     assert_eq!(
         petal_shared::classify::top_k_indices(&got, 5),
         petal_shared::classify::top_k_indices(want, 5)
+    );
+
+    let args: Vec<OsString> = vec![
+        "explain".into(),
+        "--model".into(),
+        "r256".into(),
+        "--method".into(),
+        "grad-cam".into(),
+        "--json".into(),
+        "-o".into(),
+        "maps".into(),
+        photo(PHOTO).into(),
+    ];
+    let out = petal(dir.path(), args).success();
+    let records: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e = &records[0]["explained"];
+    assert_eq!(e["method"], "grad-cam");
+    let class = petal_shared::classify::top_k_indices(want, 1)[0];
+    assert_eq!(e["class"].as_u64(), Some(class as u64), "{e}");
+    let (shape, maps) = read_npy::<f32>(&r.file("convnext_tiny.gradcam.npy"));
+    let plane = shape[1] * shape[2];
+    let want_map = &maps[plane..2 * plane]; // row 1: the photo
+    assert_eq!(
+        (e["map"]["height"].as_u64(), e["map"]["width"].as_u64()),
+        (Some(shape[1] as u64), Some(shape[2] as u64))
+    );
+    let got_map: Vec<f32> = e["map"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let scale = want_map.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got_map
+        .iter()
+        .zip(want_map)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        scale > 0.0 && err <= 1e-4 * scale.max(1.0),
+        "Grad-CAM differs from torch's by {err} (max {scale})"
+    );
+    assert_eq!(
+        image::image_dimensions(dir.path().join("maps/chelsea.grad-cam.png")).unwrap(),
+        image::image_dimensions(photo(PHOTO)).unwrap()
     );
 }
 

@@ -6,6 +6,7 @@ use crate::reference::{Reference, convnext_tiny, resnet18, resnet101};
 use crate::util::read_npy;
 use burn::prelude::*;
 use petal_shared::classify::top_k_indices;
+use petal_shared::grad_cam::GradCam;
 use petal_shared::import::{Head, load_torchvision};
 use petal_shared::model::FoldedResNet;
 use petal_shared::{Arch, Network};
@@ -129,6 +130,57 @@ fn resnet18_legacy_pth_matches_torchvision() {
     check(r, Arch::ResNet18, &r.file("resnet18.pth"));
 }
 
+/// Grad-CAM of each image's top-1 class against torch's autograd through torchvision's head
+/// (`ARCH.gradcam.npy`); returns the maps (`[N, h, w]`) and the classes.
+fn check_grad_cam(reference: &Reference, arch: Arch, model: &Network) -> (Vec<f32>, Vec<usize>) {
+    let (x, _, _) = input(reference);
+    let grad_cam = GradCam::new(model, x);
+    let logits = values(grad_cam.logits());
+    assert_logits(reference, arch, "grad-cam pass", &logits);
+    let classes: Vec<usize> = logits
+        .chunks(1000)
+        .map(|row| top_k_indices(row, 1)[0])
+        .collect();
+    let maps = values(grad_cam.maps(&classes).unwrap());
+    compare(reference, arch, "gradcam", &maps);
+    assert!(
+        maps.iter().all(|&v| v >= 0.0),
+        "Grad-CAM is clipped at zero"
+    );
+    (maps, classes)
+}
+
+/// For a ResNet the head is linear at each position, so Grad-CAM is the positive part of the
+/// class map without the class's bias, over the grid's size: two computations (gradients vs
+/// the head evaluated per position) that must agree.
+#[test]
+fn resnet18_grad_cam_matches_torchvision_and_the_class_map() {
+    let r = resnet18();
+    let model = import(Arch::ResNet18, &r.file("resnet18.pth"));
+    let (grad_cam, classes) = check_grad_cam(r, Arch::ResNet18, &model);
+    let (x, _, _) = input(r);
+    let (_, maps) = model.class_maps(x.clone());
+    let [n, h, w, num_classes] = maps.dims();
+    let maps = values(maps);
+    // The head on an all-zero last stage is the bias alone.
+    let [_, c, _, _] = model.last_stage(x.clone()).dims();
+    let bias = values(model.head(Tensor::zeros([1, c, h, w], &Device::flex())));
+    let mut largest = 0f32;
+    for (image, &class) in classes.iter().enumerate() {
+        for p in 0..h * w {
+            let cam = maps[(image * h * w + p) * num_classes + class];
+            let want = (cam - bias[class]).max(0.0) / (h * w) as f32;
+            let got = grad_cam[image * h * w + p];
+            largest = largest.max((got - want).abs());
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "image {image} position {p}: Grad-CAM {got}, class map gives {want}"
+            );
+        }
+    }
+    println!("resnet18 Grad-CAM vs (class map - bias)⁺/hw: max |Δ| {largest:.2e} over {n} images");
+}
+
 #[test]
 fn resnet18_safetensors_matches_torchvision() {
     let r = resnet18();
@@ -142,7 +194,7 @@ fn resnet101_zip_pth_matches_torchvision() {
 }
 
 /// ConvNeXt-T from both file formats: every stage, the pooled and normalised features, the
-/// logits, and class maps whose means are the logits.
+/// logits, class maps whose means are the logits, and Grad-CAM as torch's autograd gives it.
 #[test]
 fn convnext_tiny_matches_torchvision() {
     let arch = Arch::ConvNeXtTiny;
@@ -187,4 +239,8 @@ fn convnext_tiny_matches_torchvision() {
             }
         }
     }
+    // Grad-CAM sees the head's LayerNorm, so it is not the class map here: torch's autograd
+    // is the reference.
+    let model = import(arch, &r.file("convnext_tiny.pth"));
+    check_grad_cam(r, arch, &model);
 }

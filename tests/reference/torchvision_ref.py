@@ -10,6 +10,8 @@ For each requested network (resnet18 ... resnet152, convnext_tiny) this writes, 
   input.npy              float32 [N, 3, S, S] network input (random + real photos if given)
   ARCH.STAGE.npy         float32 activations: ResNet stem, layer1..layer4, pooled, logits;
                          ConvNeXt stem, stage1..stage4, features (pooled + LayerNorm), logits
+  ARCH.gradcam.npy       float32 [N, S/32, S/32]: Grad-CAM of each image's top-1 class, from
+                         torch's autograd through the head
 
 Run with Debian's torch: /usr/bin/python3 tests/reference/torchvision_ref.py --out DIR resnet18
 """
@@ -114,6 +116,17 @@ def convnext_stages(model, x):
     return out
 
 
+def grad_cam(head, last):
+    """Grad-CAM (Selvaraju et al. 2017) of each image's top-1 class: the last stage's channels
+    weighted by the mean gradient of the class's logit over the grid, summed, ReLU."""
+    last = last.detach().requires_grad_(True)
+    logits = head(last)
+    top = logits.argmax(1, keepdim=True)
+    logits.gather(1, top).sum().backward()
+    weights = last.grad.mean((2, 3), keepdim=True)
+    return torch.relu((weights * last).sum(1)).detach()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -145,6 +158,10 @@ def main():
         save_safetensors(sd, f"{args.out}/{arch}.safetensors")
         with torch.no_grad():
             outs = convnext_stages(model, x) if convnext else stages(model, x)
+        if convnext:
+            outs["gradcam"] = grad_cam(lambda t: model.classifier(model.avgpool(t)), outs["stage4"])
+        else:
+            outs["gradcam"] = grad_cam(lambda t: model.fc(torch.flatten(model.avgpool(t), 1)), outs["layer4"])
         for name, t in outs.items():
             np.save(f"{args.out}/{arch}.{name}.npy", t.numpy().astype(np.float32))
         logits = outs["logits"]

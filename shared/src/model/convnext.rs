@@ -266,8 +266,15 @@ impl ConvNeXt {
         self.head_norm.forward(pool(self.last_stage(images)))
     }
 
+    /// The head on the last stage's output (average pooling, LayerNorm, then the linear
+    /// layer): `[N, dims[3], h, w]` → `[N, num_classes]`.
+    pub fn head(&self, last: Tensor<4>) -> Tensor<2> {
+        self.precision
+            .linear(&self.head, self.head_norm.forward(pool(last)))
+    }
+
     /// `[N, 3, H, W]` → the last stage's output `[N, dims[3], H/32, W/32]`.
-    fn last_stage(&self, images: Tensor<4>) -> Tensor<4> {
+    pub fn last_stage(&self, images: Tensor<4>) -> Tensor<4> {
         let p = self.precision;
         let x = self.stem(images);
         self.stages.iter().fold(x, |x, stage| stage.forward(x, p))

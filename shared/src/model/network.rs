@@ -74,6 +74,18 @@ impl Network {
         each!(self, m => m.features(images))
     }
 
+    /// The last stage's output, what the head reads: `[N, 3, H, W]` →
+    /// `[N, feature_dim, H/32, W/32]`. `head(last_stage(x))` is `forward(x)`.
+    pub fn last_stage(&self, images: Tensor<4>) -> Tensor<4> {
+        each!(self, m => m.last_stage(images))
+    }
+
+    /// The head on the last stage's output (pooling, ConvNeXt's LayerNorm, the linear layer):
+    /// `[N, feature_dim, h, w]` → `[N, num_classes]`.
+    pub fn head(&self, last: Tensor<4>) -> Tensor<2> {
+        each!(self, m => m.head(last))
+    }
+
     /// Logits and class activation maps (see [`crate::cam`]): each map's mean over positions
     /// is its class's logit.
     ///

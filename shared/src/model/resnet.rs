@@ -117,9 +117,14 @@ impl ResNet {
 
     /// Pooled features before the head: `[N, 3, H, W]` → `[N, feature_dim]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.pool(self.last_stage(images))
+    }
+
+    /// The last stage's output: `[N, 3, H, W]` → `[N, feature_dim, H/32, W/32]`.
+    pub fn last_stage(&self, images: Tensor<4>) -> Tensor<4> {
         let x = self.stem(images);
         let p = self.precision;
-        let x = run(
+        run(
             &self.layer4,
             run(
                 &self.layer3,
@@ -127,8 +132,13 @@ impl ResNet {
                 p,
             ),
             p,
-        );
-        self.pool(x)
+        )
+    }
+
+    /// The head on the last stage's output (average pooling, then `fc`):
+    /// `[N, feature_dim, h, w]` → `[N, num_classes]`.
+    pub fn head(&self, last: Tensor<4>) -> Tensor<2> {
+        self.precision.linear(&self.fc, self.pool(last))
     }
 
     /// The same computation as [`forward`](Self::forward), keeping every stage's output.

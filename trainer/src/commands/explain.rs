@@ -1,11 +1,13 @@
-//! `petal explain`: where in each photo the evidence for its class is (class activation maps).
+//! `petal explain`: where in each photo the evidence for its class is (class activation maps,
+//! or Grad-CAM).
 
 use crate::backend::Compute;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
+use petal_shared::cam::{self, ClassMap, CropGeometry};
 use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::fs::write_atomic;
+use petal_shared::grad_cam::GradCam;
 use petal_shared::model::FoldedResNet;
 use petal_shared::{Bundle, BundleMeta, Network as Model, Preprocessor};
 use serde::Serialize;
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Write each photo with a heat map of the evidence for its top class (or --class) laid over
-/// the region the network saw: DIR/NAME.cam.png.
+/// the region the network saw: DIR/NAME.cam.png (DIR/NAME.grad-cam.png with --method grad-cam).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Bundle folder (as written by `petal import`, `petal export` or `petal train`).
@@ -30,6 +32,11 @@ pub struct Args {
     /// Explain this class instead of each photo's top class.
     #[arg(long)]
     class: Option<String>,
+    /// How the map is made: `cam` evaluates the head at each position of the last stage (its
+    /// mean is the class's logit); `grad-cam` weights the last stage's channels by the mean
+    /// gradient of the class's logit and keeps the positive part.
+    #[arg(long, value_enum, default_value_t = Method::Cam)]
+    method: Method,
     /// Opacity of the heat map over the photo, 0 to 1.
     #[arg(long, default_value_t = 0.5)]
     opacity: f32,
@@ -37,6 +44,26 @@ pub struct Args {
     /// of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Which map `petal explain` draws.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Class activation map (see `petal_shared::cam`).
+    Cam,
+    /// Grad-CAM (see `petal_shared::grad_cam`).
+    GradCam,
+}
+
+impl Method {
+    /// The overlay's file suffix.
+    fn suffix(self) -> &'static str {
+        match self {
+            Method::Cam => ".cam.png",
+            Method::GradCam => ".grad-cam.png",
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -58,33 +85,77 @@ struct Explained {
     label: String,
     prob: f32,
     logit: f32,
-    /// The class's evidence on the last stage's grid; its mean is `logit`.
+    /// How `map` was made.
+    method: Method,
+    /// The class's evidence on the last stage's grid: with `cam` its mean is `logit`; with
+    /// `grad-cam` it is non-negative.
     map: ClassMap,
     /// The crop the network saw, in photo pixels: `[left, top, right, bottom]`.
     crop: [f64; 4],
 }
 
-/// The network that computes logits and maps: for a ResNet on the CPU the folded one (as
-/// `predict` uses), otherwise burn's module on the device.
+/// The network that computes logits and maps: for class activation maps of a ResNet on the
+/// CPU the folded one (as `predict` uses), otherwise burn's module on the device (Grad-CAM
+/// needs its autodiff).
 enum Network {
     Folded(FoldedResNet),
     Burn(Box<Model>, Device),
 }
 
+fn read<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read {what} back: {e:?}"))
+}
+
 impl Network {
-    fn forward(&self, input: Vec<f32>, side: usize) -> Result<(Vec<f32>, ClassMaps)> {
-        match self {
-            Network::Folded(net) => Ok(net.forward_with_class_maps(&input, 1, side, side)),
-            Network::Burn(model, device) => {
+    /// The logits of one preprocessed image, the class to explain (`forced`, or the top
+    /// one) and its map.
+    fn explain(
+        &self,
+        input: Vec<f32>,
+        side: usize,
+        method: Method,
+        forced: Option<usize>,
+    ) -> Result<(Vec<f32>, usize, ClassMap)> {
+        let pick = |logits: &[f32]| forced.unwrap_or_else(|| top_k_indices(logits, 1)[0]);
+        let (logits, maps) = match (self, method) {
+            (Network::Folded(net), Method::Cam) => {
+                net.forward_with_class_maps(&input, 1, side, side)
+            }
+            (Network::Burn(model, device), Method::Cam) => {
                 let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), device);
                 let (logits, maps) = cam::class_maps(model, x);
-                let logits = logits
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("cannot read logits back: {e:?}"))?;
-                Ok((logits, cam::class_maps_from_data(maps.into_data())?))
+                (
+                    read(logits, "logits")?,
+                    cam::class_maps_from_data(maps.into_data())?,
+                )
             }
-        }
+            (Network::Burn(model, device), Method::GradCam) => {
+                let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), device);
+                let grad_cam = GradCam::new(model, x);
+                let logits = read(grad_cam.logits(), "logits")?;
+                let class = pick(&logits);
+                let map = grad_cam.maps(&[class])?;
+                let [_, height, width] = map.dims();
+                let values = read(map, "the Grad-CAM map")?;
+                return Ok((
+                    logits,
+                    class,
+                    ClassMap {
+                        height,
+                        width,
+                        values,
+                    },
+                ));
+            }
+            // `run` chooses burn's network for Grad-CAM.
+            (Network::Folded(_), Method::GradCam) => {
+                bail!("Grad-CAM needs burn's network, not the CPU's folded one")
+            }
+        };
+        let class = pick(&logits);
+        Ok((logits, class, maps.map(0, class)?))
     }
 }
 
@@ -92,7 +163,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.opacity) {
         bail!("--opacity must be between 0 and 1, not {}", args.opacity);
     }
-    let outputs = output_names(&args.images, &args.output)?;
+    let outputs = output_names(&args.images, &args.output, args.method.suffix())?;
     // Maps are computed in f32 whatever `--precision` says: they are compared across devices.
     let device = compute.device.resolve()?.device;
     let Bundle { meta, model } = Bundle::load(&args.model, &device)
@@ -103,7 +174,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
         .map(|name| class_index(&meta, name))
         .transpose()?;
     let net = match model.into_resnet() {
-        Ok(resnet) if device == Device::flex() => Network::Folded(
+        Ok(resnet) if device == Device::flex() && args.method == Method::Cam => Network::Folded(
             FoldedResNet::new(resnet).context("cannot prepare the network for the CPU")?,
         ),
         Ok(resnet) => Network::Burn(Box::new(resnet.into()), device),
@@ -116,7 +187,12 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     let mut records = Vec::with_capacity(args.images.len());
     let mut failed = 0;
     for (path, out) in args.images.iter().zip(&outputs) {
-        let record = match explain_one(&net, &meta, &pre, path, forced, args.opacity) {
+        let how = How {
+            method: args.method,
+            forced,
+            opacity: args.opacity,
+        };
+        let record = match explain_one(&net, &meta, &pre, path, how) {
             Ok((explained, png)) => {
                 write_atomic(out, &png)
                     .with_context(|| format!("cannot write {}", out.display()))?;
@@ -157,32 +233,40 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     Ok(crate::cli::exit_for_skipped(failed))
 }
 
+/// What to draw for each photo.
+#[derive(Clone, Copy)]
+struct How {
+    method: Method,
+    /// The class to explain (`--class`); each photo's top class without it.
+    forced: Option<usize>,
+    opacity: f32,
+}
+
 /// Explains one photo: the record and the overlay's PNG bytes.
 fn explain_one(
     net: &Network,
     meta: &BundleMeta,
     pre: &Preprocessor,
     path: &Path,
-    forced: Option<usize>,
-    opacity: f32,
+    how: How,
 ) -> Result<(Explained, Vec<u8>)> {
     let bytes = std::fs::read(path).context("cannot read")?;
     let photo = pre.decode(&bytes)?;
     let side = pre.image_size;
-    let (logits, maps) = net.forward(pre.tensor_from_image(&photo), side)?;
+    let (logits, class, map) =
+        net.explain(pre.tensor_from_image(&photo), side, how.method, how.forced)?;
     let probs = softmax(&logits);
-    let class = forced.unwrap_or_else(|| top_k_indices(&probs, 1)[0]);
-    let map = maps.map(0, class)?;
     let geometry = CropGeometry::new(photo.width(), photo.height(), pre);
     let projected = geometry.project(&map, photo.width(), photo.height());
     let layer = cam::heat_layer(&cam::normalise(&projected), photo.width(), photo.height());
-    let png = cam::png_bytes(&cam::overlay(&photo, &layer, opacity))?;
+    let png = cam::png_bytes(&cam::overlay(&photo, &layer, how.opacity))?;
     Ok((
         Explained {
             class,
             label: meta.classes[class].clone(),
             prob: probs[class],
             logit: logits[class],
+            method: how.method,
             map,
             crop: geometry.crop_in_original(),
         },
@@ -202,9 +286,9 @@ fn class_index(meta: &BundleMeta, name: &str) -> Result<usize> {
         })
 }
 
-/// `DIR/NAME.cam.png` for each image (NAME: its file name without the extension). Two images
+/// `DIR/NAME{suffix}` for each image (NAME: its file name without the extension). Two images
 /// that would write the same file are an error before any work is done.
-fn output_names(images: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>> {
+fn output_names(images: &[PathBuf], dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
     images
         .iter()
@@ -213,7 +297,7 @@ fn output_names(images: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>> {
                 .file_stem()
                 .with_context(|| format!("{} is not a file name", image.display()))?;
             let mut name = stem.to_os_string();
-            name.push(".cam.png");
+            name.push(suffix);
             let out = dir.join(name);
             if let Some(other) = seen.insert(out.clone(), image) {
                 bail!(
