@@ -13,7 +13,7 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use petal_shared::Preprocessor;
 use petal_trainer::data::Sample;
 use petal_trainer::data::augment::Augment;
-use petal_trainer::data::batches::{Augmented, load_batch};
+use petal_trainer::data::batches::{Augmented, for_each_batch};
 use png::png_claiming;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -659,7 +659,20 @@ fn hostile_files_are_classified_or_reported_by_name_everywhere() {
             seed: 11,
         }),
     ] {
-        let batch = load_batch(&samples, &pre, aug);
+        // As training streams them: the whole folder as one batch.
+        let mut streamed = Vec::new();
+        for_each_batch(
+            vec![samples.clone()],
+            0,
+            &pre,
+            |_| aug,
+            |_, batch| {
+                streamed.push(batch);
+                Ok(true)
+            },
+        )
+        .unwrap();
+        let batch = streamed.pop().expect("one batch");
         assert_eq!(batch.labels.len(), good.len());
         assert_eq!(batch.images.len(), good.len() * 3 * 32 * 32);
         assert!(batch.images.iter().all(|v| v.is_finite()));

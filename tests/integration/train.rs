@@ -258,6 +258,25 @@ fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
         "the run should have stopped early:\n{metrics}"
     );
 
+    // The run keeps the number format it started in: another --precision is refused.
+    let err = petal(
+        dir.path(),
+        [
+            "train",
+            "--resume",
+            "b",
+            "--device",
+            "cpu",
+            "--precision",
+            "f16",
+        ],
+    )
+    .failure();
+    assert!(
+        err.contains("trains in f32") && err.contains("without --precision f16"),
+        "{err}"
+    );
+
     let resumed = petal(dir.path(), ["train", "--resume", "b", "--device", "cpu"]);
     resumed.success();
     let resumed = resumed.stderr();

@@ -52,6 +52,15 @@ impl Backend {
 }
 
 impl PrecisionArg {
+    /// The name the command line and recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrecisionArg::Auto => "auto",
+            PrecisionArg::F32 => "f32",
+            PrecisionArg::F16 => "f16",
+        }
+    }
+
     /// What this choice means on `device` (see [`Backend::precision`]).
     pub fn on(self, device: &Device) -> Result<ComputePrecision> {
         let f16 = *device != Device::flex() && device.supports_dtype(FloatDType::F16);

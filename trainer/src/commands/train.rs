@@ -128,7 +128,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
             let backend = compute.device.resolve()?;
             println!("resuming {} on {}", run_dir.display(), backend.name);
             train::handle_ctrl_c()?;
-            train::resume(run_dir, &backend.device)
+            train::resume(run_dir, &backend.device, compute.precision)
         }
         None => {
             let mut recipe = args.recipe()?;

@@ -98,16 +98,6 @@ fn assemble(decoded: impl Iterator<Item = Decoded>) -> Batch {
     batch
 }
 
-/// Decodes `samples` on all cores; eval preprocessing unless `augment` is given.
-pub fn load_batch(samples: &[Sample], pre: &Preprocessor, augment: Option<Augmented>) -> Batch {
-    let decoded: Vec<Decoded> = samples
-        .par_iter()
-        .enumerate()
-        .map(|(i, s)| load_sample(i, s, pre, augment))
-        .collect();
-    assemble(decoded.into_iter())
-}
-
 /// Decodes several batches in one parallel pass over all their samples (each with its own
 /// batch's augmentation), so that no core waits at the end of every batch.
 fn load_group<'a>(group: &[(&[Sample], Option<Augmented<'a>>)], pre: &Preprocessor) -> Vec<Batch> {
@@ -178,6 +168,16 @@ pub fn for_each_batch<'a>(
 mod tests {
     use super::*;
     use crate::data::augment::Augment;
+
+    /// One batch decoded alone, on all cores: what the grouped path must reproduce.
+    fn load_batch(samples: &[Sample], pre: &Preprocessor, augment: Option<Augmented>) -> Batch {
+        let decoded: Vec<Decoded> = samples
+            .par_iter()
+            .enumerate()
+            .map(|(i, s)| load_sample(i, s, pre, augment))
+            .collect();
+        assemble(decoded.into_iter())
+    }
 
     /// Batches decoded in groups are the batches decoded one at a time, bit for bit (and in
     /// order), with a failing file in the middle.

@@ -15,6 +15,7 @@ pub use crate::data::split::Split;
 pub use checkpoint::EpochMetrics;
 pub use recipe::Recipe;
 
+use crate::backend::PrecisionArg;
 use crate::data::Sample;
 use crate::data::augment::Augment;
 use crate::data::batches::{Augmented, Batch, batch_seed, for_each_batch};
@@ -169,7 +170,10 @@ pub fn start(spec: &RunSpec, recipe: &Recipe, out: &Path, device: &Device) -> Re
 
 /// Continues the run in `run_dir` from its last checkpoint (or from the start if it stopped
 /// before the first one).
-pub fn resume(run_dir: &Path, device: &Device) -> Result<TrainSummary> {
+/// `precision`: what the command line asked for; a run keeps the number format it started in
+/// (its checkpoints hold that format's optimiser state and loss scale), so only `auto` or the
+/// recorded one are accepted.
+pub fn resume(run_dir: &Path, device: &Device, precision: PrecisionArg) -> Result<TrainSummary> {
     let spec_path = run_dir.join(RUN_FILE);
     let spec: RunSpec =
         serde_json::from_slice(&std::fs::read(&spec_path).with_context(|| {
@@ -177,6 +181,15 @@ pub fn resume(run_dir: &Path, device: &Device) -> Result<TrainSummary> {
         })?)
         .with_context(|| format!("{} is damaged", spec_path.display()))?;
     let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
+    if precision != PrecisionArg::Auto && precision != recipe.precision {
+        bail!(
+            "{} trains in {} (its {RECIPE_FILE}), and a resumed run keeps its number format: \
+             resume without --precision {}, or start a new run",
+            run_dir.display(),
+            recipe.precision.name(),
+            precision.name()
+        );
+    }
     run(&spec, &recipe, run_dir, device, true)
 }
 
