@@ -19,6 +19,8 @@ def main():
     print("devices:", *devices, sep="\n  ")
     for what in ("train", "infer"):
         batches = sorted({r["batch"] for r in rows if r["what"] == what})
+        if not batches:
+            continue
         print(f"\n{what}, batch {'/'.join(map(str, batches))} (img/s; GiB peak device memory;"
               " first step s)")
         print("| model | petal f32 | petal f16 | PyTorch eager | PyTorch AMP | f16 / eager | f16 / AMP | f32 / eager |")
@@ -42,6 +44,14 @@ def main():
             print(f"| {arch} | {show(cell['f32'])} | {show(cell['f16'])} | {show(cell['eager'])}"
                   f" | {show(cell['amp'])} | {ratio('f16', 'eager')} | {ratio('f16', 'amp')}"
                   f" | {ratio('f32', 'eager')} |")
+    latency = [r for r in rows if r["what"] == "latency"]
+    if latency:
+        print("\none photo at a time (batch 1, logits read back each time; the page's native proxy)")
+        print("| model | petal f32 ms/image | petal f16 ms/image |")
+        print("| --- | --- | --- |")
+        for arch in sorted({r["arch"] for r in latency}):
+            ms = {r["precision"]: f"{1000 / r['images_per_s']:.2f}" for r in latency if r["arch"] == arch}
+            print(f"| {arch} | {ms.get('f32', '-')} | {ms.get('f16', '-')} |")
     loader = [r for r in rows if r["what"].startswith("loader")]
     if loader:
         print("\ndata loader (img/s at 224)")

@@ -6,8 +6,10 @@
 //!   step:   ResNet-18 and ResNet-101, batch 8, at 224 (`--arch`, `--batch`, `--size`) on
 //!           `--device cpu` (or wgpu in a build with the feature), in `--precision` f32/f16
 //!   infer:  the same networks in eval mode, batch `--infer-batch` (64), as `petal score` runs
-//! `--only loader|train|infer` picks one; `--json` prints one JSON object per measurement (what
-//! `scripts/bench-gpu` reads to put petal and PyTorch in one table).
+//!   latency (only when asked for): one photo at a time, its logits read back each time, as
+//!           `petal predict` and the page run — on a GPU, the native proxy for the page there
+//! `--only loader|train|infer|latency` picks one; `--json` prints one JSON object per
+//! measurement (what `scripts/bench-gpu` reads to put petal and PyTorch in one table).
 //!
 //! Steady state is measured after warm-up, with the device synchronised once at the end (as a
 //! training loop that does not read values back); the first step, which compiles and tunes
@@ -52,7 +54,7 @@ struct Args {
     device: DeviceArg,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
     precision: Vec<PrecisionArg>,
-    /// Only the data loader, only the training step, or only inference.
+    /// Only the data loader, the training step, inference, or one-photo latency.
     #[arg(long)]
     only: Option<String>,
     /// Loader rounds of one batch each.
@@ -283,26 +285,27 @@ fn train_step(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrec
     )
 }
 
-fn infer(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
+/// Eval-mode forward passes of `batch` images, logits read back after each: `what` is
+/// "infer" (batch `--infer-batch`) or "latency" (batch 1).
+fn infer(
+    args: &Args,
+    backend: &Backend,
+    arch: Arch,
+    precision: ComputePrecision,
+    (what, batch): (&str, usize),
+) -> Figure {
     let device = backend.device.clone();
     device.seed(0);
     let model = NetworkConfig::new(arch, 5)
         .init(&device)
         .with_precision(precision);
-    let (x, _) = random_batch(args.infer_batch, args.size, &device);
+    let (x, _) = random_batch(batch, args.size, &device);
     let (first, elapsed) = time_steps(&device, args.warmup, args.steps, || {
         // `score` reads the logits of every batch back; so does this.
         let _ = model.forward(x.clone()).into_data();
     });
     Figure::steps(
-        "infer",
-        backend,
-        arch,
-        precision,
-        args.infer_batch,
-        args.steps,
-        first,
-        elapsed,
+        what, backend, arch, precision, batch, args.steps, first, elapsed,
     )
 }
 
@@ -332,7 +335,17 @@ fn main() {
                 train_step(&args, &backend, arch, precision).print(args.json);
             }
             if only.is_none() || only == Some("infer") {
-                infer(&args, &backend, arch, precision).print(args.json);
+                infer(
+                    &args,
+                    &backend,
+                    arch,
+                    precision,
+                    ("infer", args.infer_batch),
+                )
+                .print(args.json);
+            }
+            if only == Some("latency") {
+                infer(&args, &backend, arch, precision, ("latency", 1)).print(args.json);
             }
         }
     }
