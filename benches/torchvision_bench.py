@@ -2,8 +2,8 @@
 """torchvision's side of Petal's CPU benchmarks (run by trainer/benches/inference.rs).
 
   --arch resnet50 --batch 8   prints "ARCH BATCH images_per_s peak_MiB" for eval-mode forwards
-  --preprocess                prints images/s of Pillow decode + Resize(256) + CenterCrop(224)
-                              + ToTensor + Normalize on the 640x427 reference JPEG
+  --preprocess [--photo P]    prints images/s of Pillow decode + Resize(256) + CenterCrop(224)
+                              + ToTensor + Normalize on the 640x427 reference JPEG (or P)
 """
 import argparse
 import os
@@ -35,10 +35,11 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--preprocess", action="store_true")
+    ap.add_argument("--photo", default=os.path.join(HERE, "../../shared/fixtures/photos/sk_china.jpg"))
     args = ap.parse_args()
 
     if args.preprocess:
-        path = os.path.join(HERE, "../../shared/fixtures/photos/sk_china.jpg")
+        path = args.photo
         tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
                         T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
         secs = timed(lambda: tf(Image.open(path).convert("RGB")), 10, 2 if args.quick else 5)

@@ -8,6 +8,7 @@
 //!   `--backend NAME`     flex (default) or ndarray (needs `--features ndarray`)
 //!   `--unfolded`         burn's layer-by-layer network instead of the folded CPU network
 //!                        (the table shows both)
+//!   `--preprocess`       only the preprocessing figures (a 640×427 and a 4032×3024 JPEG)
 //! Figures only: nothing here passes or fails on timing.
 
 use burn::prelude::*;
@@ -98,10 +99,8 @@ fn run_one(arch: Arch, batch: usize, backend: &str, folded: bool, quick: bool) {
     );
 }
 
-fn preprocess_bench(quick: bool) -> f64 {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/photos/sk_china.jpg");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+fn preprocess_bench(path: &std::path::Path, quick: bool) -> f64 {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let pre = Preprocessor::default();
     let budget = Duration::from_secs(if quick { 2 } else { 5 });
     let secs = time(
@@ -130,6 +129,13 @@ fn main() {
         println!(
             "inference benchmark: run it with `cargo bench -p petal-trainer --bench inference`"
         );
+        return;
+    }
+    if args.iter().any(|a| a == "--preprocess") {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../benches/torchvision_bench.py");
+        let python = std::env::var("PETAL_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+        preprocess_figures(&python, &script, quick);
         return;
     }
     if let Some(only) = value("--only") {
@@ -211,17 +217,42 @@ fn main() {
         );
     }
 
-    let ours = preprocess_bench(quick);
-    let mut torch_cmd = Command::new(&python);
-    torch_cmd.arg(&script).arg("--preprocess");
-    let theirs = torch_cmd
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let ratio = theirs
-        .parse::<f64>()
-        .map_or("n/a".into(), |t| format!("{:.2}x", ours / t));
-    println!(
-        "\npreprocess 640x427 JPEG (decode, resize 256, crop 224, normalise): petal {ours:.1} img/s, Pillow+torchvision {theirs} img/s, ratio {ratio}"
-    );
+    println!();
+    preprocess_figures(&python, &script, quick);
+}
+
+/// Preprocessing (decode, resize 256, crop 224, normalise) of one photo at a time, petal and
+/// Pillow + torchvision on the same files: the 640×427 fixture JPEG, and a 4032×3024 one (a
+/// phone photo's size, where the resize's downscale reads 16 source pixels per output pixel).
+fn preprocess_figures(python: &str, script: &std::path::Path, quick: bool) {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/photos/sk_china.jpg");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let phone = dir.path().join("4032x3024.jpg");
+    let scene = image::RgbImage::from_fn(4032, 3024, |x, y| {
+        // Smooth gradients with some texture, so that the JPEG is a photo's size (~2-4 MB).
+        let v = ((x * 7 + y * 3) % 251) as u8;
+        image::Rgb([(x / 16) as u8, (y / 12) as u8, v])
+    });
+    scene.save(&phone).expect("the generated photo is written");
+    for (name, path) in [
+        ("640x427", fixture.as_path()),
+        ("4032x3024", phone.as_path()),
+    ] {
+        let ours = preprocess_bench(path, quick);
+        let theirs = Command::new(python)
+            .arg(script)
+            .arg("--preprocess")
+            .arg("--photo")
+            .arg(path)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let ratio = theirs
+            .parse::<f64>()
+            .map_or("n/a".into(), |t| format!("{:.2}x", ours / t));
+        println!(
+            "preprocess {name} JPEG (decode, resize 256, crop 224, normalise): petal {ours:.1} img/s, Pillow+torchvision {theirs} img/s, ratio {ratio}"
+        );
+    }
 }
