@@ -28,7 +28,8 @@ const state = {
   pasted: 0,
   times: [], // per-image compute time (ms) of every classified photo, for the device panel
   batch: null, // {start, done} of the photos since the queue was last empty
-  cams: new Map(), // file → {maps, width, height}: the top classes' maps, for clicks and tests
+  cams: new Map(), // file → {maps, gradMaps, width, height, card, shown}: the top classes' maps
+  camMethod: "cam", // which maps the heat layers show: "cam" or "grad-cam"
 };
 // For scripts and tests: the page's state and the wasm bindings.
 window.petal = state;
@@ -439,7 +440,8 @@ async function classifyGroup(group) {
   let outs = [];
   if (files.length) {
     try {
-      outs = await worker.call("classifyBatch", { files, k: TOP_K, heat: { maxSide: HEAT_SIDE } }, files);
+      const heat = { maxSide: HEAT_SIDE, method: state.camMethod };
+      outs = await worker.call("classifyBatch", { files, k: TOP_K, heat }, files);
     } catch (e) {
       // The pass itself failed (the device was lost, say): each of its photos says why.
       outs = files.map(() => ({ error: errText(e) }));
@@ -479,7 +481,15 @@ function showResult(path, card, out) {
   card.li.dataset.inferenceMs = out.inference_ms.toFixed(2);
   card.li.dataset.dispatch = String(out.batch);
   state.rows.push([path, best.label, best.prob]);
-  state.cams.set(path, { maps: out.maps, width: out.width, height: out.height, labels: out.top.map((t) => t.label) });
+  state.cams.set(path, {
+    maps: out.maps,
+    gradMaps: out.grad_maps,
+    width: out.width,
+    height: out.height,
+    labels: out.top.map((t) => t.label),
+    card,
+    shown: 0, // which of the top classes the heat layer shows
+  });
   if (out.heat) showHeat(card, best.label, out.heat);
 
   card.msg.textContent = `${out.preprocess_ms.toFixed(0)} ms preprocessing, ${out.inference_ms.toFixed(0)} ms on ${
@@ -492,10 +502,8 @@ function showResult(path, card, out) {
     li.title = `Show where the evidence for ${out.top[i].label} is`;
     const pick = () => {
       const cam = state.cams.get(path);
-      const png = state.wasm.heatPng(
-        JSON.stringify(cam.maps[i]), cam.width, cam.height, state.meta.resize, state.meta.image_size, HEAT_SIDE,
-      );
-      showHeat(card, out.top[i].label, png);
+      cam.shown = i;
+      redrawHeat(cam);
     };
     li.addEventListener("click", pick);
     li.addEventListener("keydown", (e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), pick()));
@@ -505,8 +513,17 @@ function showResult(path, card, out) {
   card.tr.cells[2].textContent = `${(best.prob * 100).toFixed(1)}%`;
 }
 
+// Draws a card's heat layer again from its maps (another class clicked, or the other method).
+function redrawHeat(cam) {
+  const maps = state.camMethod === "grad-cam" ? cam.gradMaps : cam.maps;
+  const png = state.wasm.heatPng(
+    JSON.stringify(maps[cam.shown]), cam.width, cam.height, state.meta.resize, state.meta.image_size, HEAT_SIDE,
+  );
+  showHeat(cam.card, cam.labels[cam.shown], png);
+}
+
 // Lays a heat-map PNG over a card's photo; `data-cam` is its blob URL, `data-cam-class` the
-// class it explains.
+// class it explains and `data-cam-method` how ("cam" or "grad-cam").
 function showHeat(card, label, png) {
   let heat = card.frame.querySelector("img.heat");
   if (!heat) {
@@ -523,6 +540,7 @@ function showHeat(card, label, png) {
   heat.title = `Where the evidence for ${label} is`;
   card.li.dataset.cam = heat.src;
   card.li.dataset.camClass = label;
+  card.li.dataset.camMethod = state.camMethod;
   for (const li of card.info.querySelectorAll(".top li")) {
     li.classList.toggle("explained", li.querySelector(".label").textContent === label);
   }
@@ -687,6 +705,20 @@ function wireInput() {
   const opacity = $("cam-opacity");
   const setOpacity = () => $("results").style.setProperty("--cam-opacity", String(opacity.value / 100));
   opacity.addEventListener("input", setOpacity);
+  // CAM or Grad-CAM: every card's layer is redrawn from the maps it already has, one card per
+  // task so that a long list does not hold up the page; a newer switch supersedes this one.
+  for (const radio of document.querySelectorAll('input[name="cam-method"]')) {
+    radio.addEventListener("change", async () => {
+      if (!radio.checked) return;
+      state.camMethod = radio.value;
+      const run = (state.camRedraw = {});
+      for (const cam of [...state.cams.values()]) {
+        if (state.camRedraw !== run) return;
+        redrawHeat(cam);
+        await new Promise((resolve) => setTimeout(resolve));
+      }
+    });
+  }
   setOpacity();
   $("camera-start").addEventListener("click", () => startCamera().catch((e) => cameraFailed(e)));
   $("camera-stop").addEventListener("click", stopCamera);

@@ -8,8 +8,8 @@
 //   init      {glue, wasm} → {wasmMs}: compiles the wasm module while the page downloads
 //   load      {meta: Uint8Array, weights: ArrayBuffer, requested}
 //             → {backend, reason, adapter, loadMs (weights → model, one warm-up pass), meta}
-//   classify  {bytes: ArrayBuffer, k, heat: {maxSide}} → outcome (see web/src/page.rs)
-//             plus `heat`: PNG bytes of the top class's map
+//   classify  {bytes: ArrayBuffer, k, heat: {maxSide, method}} → outcome (see web/src/page.rs)
+//             plus `heat`: PNG bytes of the top class's map (`method`: "cam" or "grad-cam")
 //   classifyBatch {files: [ArrayBuffer], k, heat} → [outcome | {error}], one per file: the
 //             photos go through the network in one pass (one dispatch per kernel on WebGPU)
 //   frame     {bitmap: ImageBitmap, k} → outcome (a camera frame)
@@ -80,16 +80,17 @@ async function load({ meta: metaBytes, weights, requested }) {
   return { value: { backend, reason, adapter, loadMs, meta } };
 }
 
-function heatFor(out, maxSide) {
-  if (!maxSide || !out.maps.length) return null;
-  return wasm.heatPng(JSON.stringify(out.maps[0]), out.width, out.height, meta.resize, meta.image_size, maxSide);
+function heatFor(out, { maxSide, method } = {}) {
+  const maps = method === "grad-cam" ? out.grad_maps : out.maps;
+  if (!maxSide || !maps.length) return null;
+  return wasm.heatPng(JSON.stringify(maps[0]), out.width, out.height, meta.resize, meta.image_size, maxSide);
 }
 
 async function classify({ bytes, k, heat }) {
   if (!classifier) throw new Error("the model is not loaded");
   const out = JSON.parse(await classifier.classify(new Uint8Array(bytes), k));
   const t0 = performance.now();
-  const png = heatFor(out, heat?.maxSide);
+  const png = heatFor(out, heat);
   out.heat_ms = performance.now() - t0;
   out.heat = png;
   return { value: out, transfer: png ? [png.buffer] : [] };
@@ -102,7 +103,7 @@ async function classifyBatch({ files, k, heat }) {
   for (const out of outs) {
     if (out.error) continue;
     const t0 = performance.now();
-    out.heat = heatFor(out, heat?.maxSide);
+    out.heat = heatFor(out, heat);
     out.heat_ms = performance.now() - t0;
     if (out.heat) transfer.push(out.heat.buffer);
   }

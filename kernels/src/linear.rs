@@ -32,6 +32,11 @@ impl Linear {
         self.d_out
     }
 
+    /// The bias, one value per output.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
     /// `[n, d_in]` → `[n, d_out]`, row-major.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.d_in;

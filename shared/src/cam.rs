@@ -8,6 +8,13 @@
 //! statistics that normalisation is affine too, so the same holds
 //! ([`ConvNeXt::class_maps`](crate::model::ConvNeXt::class_maps)).
 //!
+//! Grad-CAM (Selvaraju et al. 2017) weighs each channel of the last stage by the mean over the
+//! grid of the class logit's gradient with respect to it, sums, and keeps the positive part. It
+//! needs only the head's gradient, which both families' heads give in closed form (see
+//! [`Maps`](crate::model::Maps)): so it runs wherever CAM does, the page and the CPU's folded
+//! network included, with no autodiff. For a ResNet it is the positive part of the class map
+//! without the class's bias, over the grid's size; ConvNeXt's LayerNorm makes them differ.
+//!
 //! The grid covers the network's input — the center crop of the resized photo — so
 //! [`CropGeometry`] maps it back through the exact `Resize`/`CenterCrop` of [`Preprocessor`]
 //! ([`resized_dims`], [`crop_offset`]) onto the original photo; what lies outside the crop was
@@ -28,10 +35,6 @@ pub enum CamError {
     NoSuchClass { class: usize, classes: usize },
     #[error("image {image} is out of range: the batch has {n} images")]
     NoSuchImage { image: usize, n: usize },
-    #[error("{classes} classes to explain for a batch of {n} images")]
-    ClassesPerImage { classes: usize, n: usize },
-    #[error("the backward pass gave no gradient for the last stage")]
-    NoGradient,
     #[error("cannot read the class maps back: {0}")]
     Read(String),
     #[error("cannot encode the heat map as PNG: {0}")]
@@ -91,8 +94,29 @@ impl ClassMaps {
     }
 }
 
-/// One class's evidence on the last stage's grid (`height × width`, row-major), in logit
-/// units: its mean is the class's logit.
+impl ClassMaps {
+    /// Grad-CAM from the class maps of a head that is average pooling then one linear layer
+    /// (a ResNet's): the logit's gradient at every position is the class's weights over the
+    /// grid's size, so Grad-CAM is the positive part of the class map without the class's
+    /// `bias`, over the grid's size.
+    pub fn grad_cam_of_linear_head(&self, bias: &[f32]) -> ClassMaps {
+        let positions = (self.height * self.width) as f32;
+        let values = self
+            .values
+            .chunks_exact(self.classes)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(bias)
+                    .map(|(&v, &b)| (v - b).max(0.0) / positions)
+            })
+            .collect();
+        ClassMaps::new(self.n, self.height, self.width, self.classes, values)
+    }
+}
+
+/// One class's evidence on the last stage's grid (`height × width`, row-major). A class
+/// activation map is in logit units (its mean is the class's logit); a Grad-CAM map is
+/// non-negative.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassMap {
     pub height: usize,

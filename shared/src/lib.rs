@@ -9,9 +9,8 @@
 //!   ConvNeXt-T, with per-stage activations.
 //! - [`bundle`]: the self-describing model bundle (`petal.json` + burnpack weights).
 //! - [`classify`]: softmax and top-k, shared by the CLI and the web page.
-//! - [`cam`]: class activation maps mapped back onto the photo (`petal explain`, the page).
-//! - `grad_cam` (feature `grad-cam`, native: it needs burn's autodiff): Grad-CAM maps
-//!   (`petal explain --method grad-cam`).
+//! - [`cam`]: class activation maps and Grad-CAM mapped back onto the photo (`petal explain`,
+//!   the page).
 //! - [`files`] and [`score_csv`]: which files a folder search takes, their names and order,
 //!   and the score CSV — the same rules in `petal score` and the page.
 //! - `import` (feature `import`, native only): torchvision `state_dict` files → [`Network`].
@@ -22,8 +21,6 @@ pub mod classify;
 pub mod files;
 #[cfg(feature = "fs")]
 pub mod fs;
-#[cfg(feature = "grad-cam")]
-pub mod grad_cam;
 pub mod imagenet;
 #[cfg(feature = "import")]
 pub mod import;

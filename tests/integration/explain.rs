@@ -148,3 +148,58 @@ fn explain_a_chosen_class_and_report_bad_inputs() {
     let err = explain(dir.path(), &[], &[&flower, &other]).failure();
     assert!(err.contains("would both write"), "{err}");
 }
+
+/// `--method grad-cam` on a ResNet bundle (the CPU's folded network): the overlay is written
+/// under its own name, and where Grad-CAM is positive, the class map minus Grad-CAM times the
+/// grid's size is one constant (the class's bias), as a linear head implies.
+#[test]
+fn explain_grad_cam_is_the_class_map_without_its_bias() {
+    let dir = tempdir();
+    let image = photo("sk_flower.jpg");
+    let map_of = |extra: &[&str]| {
+        let records = records(&explain(dir.path(), extra, &[&image]).success());
+        let e = &records[0]["explained"];
+        let values: Vec<f64> = e["map"]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        (
+            e["method"].as_str().unwrap().to_string(),
+            e["class"].clone(),
+            values,
+        )
+    };
+    let (cam_method, cam_class, cam) = map_of(&[]);
+    let (grad_method, grad_class, grad) = map_of(&["--method", "grad-cam"]);
+    assert_eq!(
+        (cam_method.as_str(), grad_method.as_str()),
+        ("cam", "grad-cam")
+    );
+    assert_eq!(cam_class, grad_class);
+    assert!(dir.path().join("out/sk_flower.cam.png").is_file());
+    assert!(dir.path().join("out/sk_flower.grad-cam.png").is_file());
+    assert!(grad.iter().all(|&v| v >= 0.0), "{grad:?}");
+    let cells = grad.len() as f64;
+    let biases: Vec<f64> = cam
+        .iter()
+        .zip(&grad)
+        .filter(|&(_, &g)| g > 0.0)
+        .map(|(&c, &g)| c - g * cells)
+        .collect();
+    assert!(!biases.is_empty(), "Grad-CAM is zero everywhere: {grad:?}");
+    for b in &biases {
+        assert!((b - biases[0]).abs() < 1e-4, "{biases:?}");
+    }
+    // Where Grad-CAM is zero the class map is at most that bias.
+    for (&c, &g) in cam.iter().zip(&grad) {
+        if g == 0.0 {
+            assert!(
+                c <= biases[0] + 1e-4,
+                "class map {c} above the bias {}",
+                biases[0]
+            );
+        }
+    }
+}

@@ -5,8 +5,8 @@
 use crate::reference::{Reference, convnext_tiny, resnet18, resnet101};
 use crate::util::read_npy;
 use burn::prelude::*;
+use burn::tensor::activation::relu;
 use petal_shared::classify::top_k_indices;
-use petal_shared::grad_cam::GradCam;
 use petal_shared::import::{Head, load_torchvision};
 use petal_shared::model::FoldedResNet;
 use petal_shared::{Arch, Network};
@@ -130,55 +130,89 @@ fn resnet18_legacy_pth_matches_torchvision() {
     check(r, Arch::ResNet18, &r.file("resnet18.pth"));
 }
 
-/// Grad-CAM of each image's top-1 class against torch's autograd through torchvision's head
-/// (`ARCH.gradcam.npy`); returns the maps (`[N, h, w]`) and the classes.
+/// Grad-CAM by its definition, with burn's autodiff: the last stage's output tracked, the head
+/// run on it, the chosen logits' sum backpropagated; each channel weighted by its gradient's
+/// mean over the grid. Returns `[N, h·w]`.
+fn autodiff_grad_cam(model: &Network, x: Tensor<4>, classes: &[usize]) -> Vec<f32> {
+    let last = model.last_stage(x).without_autodiff();
+    let tracked = last.clone().autodiff().require_grad();
+    let logits = model.head(tracked.clone());
+    let [n, num_classes] = logits.dims();
+    let mut pick = vec![0f32; n * num_classes];
+    for (i, &class) in classes.iter().enumerate() {
+        pick[i * num_classes + class] = 1.0;
+    }
+    let pick = Tensor::<2>::from_data(TensorData::new(pick, [n, num_classes]), &Device::flex());
+    let grads = (logits * pick).sum().backward();
+    let grad = tracked.grad(&grads).expect("the last stage's gradient");
+    let [n, c, h, w] = grad.dims();
+    let weights = grad.reshape([n, c, h * w]).mean_dim(2);
+    values(relu((last.reshape([n, c, h * w]) * weights).sum_dim(1)))
+}
+
+/// Each image's map of its class out of `[N, h, w, classes]` maps: `[N, h·w]`.
+fn pick_maps(maps: &[f32], n: usize, positions: usize, classes: &[usize]) -> Vec<f32> {
+    let num_classes = maps.len() / (n * positions);
+    (0..n)
+        .flat_map(|i| (0..positions).map(move |p| (i, p)))
+        .map(|(i, p)| maps[(i * positions + p) * num_classes + classes[i]])
+        .collect()
+}
+
+/// The network's Grad-CAM ([`Network::maps`], the head's gradient in closed form) of each
+/// image's top-1 class against torch's autograd through torchvision's head
+/// (`ARCH.gradcam.npy`) and against burn's autodiff; returns the maps (`[N, h·w]`) and the
+/// classes.
 fn check_grad_cam(reference: &Reference, arch: Arch, model: &Network) -> (Vec<f32>, Vec<usize>) {
     let (x, _, _) = input(reference);
-    let grad_cam = GradCam::new(model, x);
-    let logits = values(grad_cam.logits());
-    assert_logits(reference, arch, "grad-cam pass", &logits);
+    let maps = model.maps(x.clone());
+    let logits = values(maps.logits);
+    assert_logits(reference, arch, "maps pass", &logits);
     let classes: Vec<usize> = logits
         .chunks(1000)
         .map(|row| top_k_indices(row, 1)[0])
         .collect();
-    let maps = values(grad_cam.maps(&classes).unwrap());
-    compare(reference, arch, "gradcam", &maps);
+    let [n, h, w, _] = maps.grad_cam.dims();
+    let grad_cam = pick_maps(&values(maps.grad_cam), n, h * w, &classes);
+    compare(reference, arch, "gradcam", &grad_cam);
     assert!(
-        maps.iter().all(|&v| v >= 0.0),
+        grad_cam.iter().all(|&v| v >= 0.0),
         "Grad-CAM is clipped at zero"
     );
-    (maps, classes)
+    let autodiff = autodiff_grad_cam(model, x, &classes);
+    let err = max_abs_diff(&grad_cam, &autodiff);
+    let scale = autodiff.iter().fold(0f32, |m, v| m.max(v.abs()));
+    println!("{arch} Grad-CAM closed form vs burn's autodiff: max |Δ| {err:.2e} (max {scale:.2})");
+    assert!(
+        err <= 1e-5 * scale.max(1.0),
+        "{arch}: closed form vs autodiff {err}"
+    );
+    (grad_cam, classes)
 }
 
-/// For a ResNet the head is linear at each position, so Grad-CAM is the positive part of the
-/// class map without the class's bias, over the grid's size: two computations (gradients vs
-/// the head evaluated per position) that must agree.
+/// ResNet-18's Grad-CAM on burn's network and on the CPU's folded one (the class map without
+/// the head's bias), against torch and burn's autodiff.
 #[test]
-fn resnet18_grad_cam_matches_torchvision_and_the_class_map() {
+fn resnet18_grad_cam_matches_torchvision_and_autodiff() {
     let r = resnet18();
     let model = import(Arch::ResNet18, &r.file("resnet18.pth"));
     let (grad_cam, classes) = check_grad_cam(r, Arch::ResNet18, &model);
-    let (x, _, _) = input(r);
-    let (_, maps) = model.class_maps(x.clone());
-    let [n, h, w, num_classes] = maps.dims();
-    let maps = values(maps);
-    // The head on an all-zero last stage is the bias alone.
-    let [_, c, _, _] = model.last_stage(x.clone()).dims();
-    let bias = values(model.head(Tensor::zeros([1, c, h, w], &Device::flex())));
-    let mut largest = 0f32;
-    for (image, &class) in classes.iter().enumerate() {
-        for p in 0..h * w {
-            let cam = maps[(image * h * w + p) * num_classes + class];
-            let want = (cam - bias[class]).max(0.0) / (h * w) as f32;
-            let got = grad_cam[image * h * w + p];
-            largest = largest.max((got - want).abs());
-            assert!(
-                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
-                "image {image} position {p}: Grad-CAM {got}, class map gives {want}"
-            );
-        }
-    }
-    println!("resnet18 Grad-CAM vs (class map - bias)⁺/hw: max |Δ| {largest:.2e} over {n} images");
+    let Network::ResNet(resnet) = model else {
+        panic!("a ResNet");
+    };
+    let (_, input, shape) = input(r);
+    let folded = FoldedResNet::new(resnet).unwrap();
+    let (_, cam) = folded.forward_with_class_maps(&input, shape[0], shape[2], shape[3]);
+    let folded_grad_cam = cam.grad_cam_of_linear_head(folded.head_bias());
+    let folded_grad_cam = pick_maps(
+        &folded_grad_cam.values,
+        cam.n,
+        cam.height * cam.width,
+        &classes,
+    );
+    let err = max_abs_diff(&folded_grad_cam, &grad_cam);
+    println!("resnet18 Grad-CAM folded vs burn: max |Δ| {err:.2e}");
+    assert!(err <= 1e-5, "folded Grad-CAM differs by {err}");
 }
 
 #[test]
@@ -194,7 +228,8 @@ fn resnet101_zip_pth_matches_torchvision() {
 }
 
 /// ConvNeXt-T from both file formats: every stage, the pooled and normalised features, the
-/// logits, class maps whose means are the logits, and Grad-CAM as torch's autograd gives it.
+/// logits, class maps whose means are the logits, and Grad-CAM as torch's autograd and burn's
+/// autodiff give it.
 #[test]
 fn convnext_tiny_matches_torchvision() {
     let arch = Arch::ConvNeXtTiny;

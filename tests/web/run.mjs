@@ -3,10 +3,11 @@
 // With --petal the page is served by `petal serve` (what users run): the test photos and
 // folders are copied into the page folder DIST, which it then changes. Without it, by a
 // small Node server.
-// WORK holds predict.json (`petal predict --json --logits` on every photo), pre/NAME.npy
+// WORK holds predict.json (`petal predict --json --logits` on every photo), explain.json and
+// explain-grad.json (`petal explain --json`, CAM and Grad-CAM), pre/NAME.npy
 // (`petal preprocess` at 256/224), batch/ (a folder with bad files) and score.csv
 // (`petal score` on it); with --convnext (a ConvNeXt-T bundle) also predict-convnext.json and
-// explain-convnext.json, its CLI answers.
+// explain-convnext.json and explain-grad-convnext.json, its CLI answers.
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
@@ -35,6 +36,7 @@ const CAM_TOL = 1e-4;
 const byPhoto = (file) =>
   new Map(JSON.parse(fs.readFileSync(path.join(work, file), "utf8")).map((r) => [path.basename(r.file), r]));
 const explained = byPhoto("explain.json");
+const gradExplained = byPhoto("explain-grad.json");
 
 const photos = fs.readdirSync(args.photos).filter((f) => !f.startsWith(".")).sort();
 const expected = byPhoto("predict.json");
@@ -108,10 +110,12 @@ function compare(label, got, expected_ = expected) {
   return { maxDiff, bad };
 }
 
-// The page's class maps (top class of each photo) against `petal explain --json`, and each
-// card's heat map: a PNG of the photo's aspect ratio, transparent outside the crop.
-async function checkCams(page, label, tol, explained_ = explained) {
+// The page's class maps and Grad-CAM maps (top class of each photo) against `petal explain
+// --json` (and `--method grad-cam`), and each card's heat map: a PNG of the photo's aspect
+// ratio, transparent outside the crop.
+async function checkCams(page, label, tol, explained_ = explained, gradExplained_ = gradExplained) {
   const explained = explained_;
+  const gradExplained = gradExplained_;
   const cams = await page.evaluate(async () => {
     const out = [];
     for (const card of document.querySelectorAll("#results .result[data-label]")) {
@@ -131,6 +135,7 @@ async function checkCams(page, label, tol, explained_ = explained) {
         label: card.dataset.label,
         blob: card.dataset.cam.startsWith("blob:"),
         map: cam.maps[0],
+        gradMap: cam.gradMaps[0],
         width: cam.width,
         height: cam.height,
         png: [c.width, c.height],
@@ -140,8 +145,26 @@ async function checkCams(page, label, tol, explained_ = explained) {
     return out;
   });
   let maxDiff = 0;
+  let maxGradDiff = 0;
+  let gradPositive = false; // all-zero Grad-CAM maps would make the comparison empty
   let bad = 0;
   for (const c of cams) {
+    const wantGrad = gradExplained.get(path.basename(c.file))?.explained;
+    gradPositive ||= c.gradMap.values.some((v) => v > 0);
+    if (wantGrad && wantGrad.label === c.label) {
+      for (let i = 0; i < wantGrad.map.values.length; i++) {
+        const d = Math.abs(wantGrad.map.values[i] - c.gradMap.values[i]);
+        maxGradDiff = Math.max(maxGradDiff, d);
+        if (!(d <= tol)) {
+          failed(`${label}: ${c.file} Grad-CAM[${i}]: page ${c.gradMap.values[i]}, native ${wantGrad.map.values[i]}`);
+          bad++;
+          break;
+        }
+      }
+    } else if (!wantGrad) {
+      failed(`${label}: no \`petal explain --method grad-cam\` answer for ${c.file}`);
+      bad++;
+    }
     const want = explained.get(path.basename(c.file));
     if (!want?.explained) {
       failed(`${label}: no \`petal explain\` answer for ${c.file}`);
@@ -179,10 +202,14 @@ async function checkCams(page, label, tol, explained_ = explained) {
       bad++;
     }
   }
+  if (!gradPositive) {
+    failed(`${label}: every Grad-CAM map is zero`);
+    bad++;
+  }
   if (!bad) {
     ok(
       `${label}: ${cams.length} heat maps (data-cam blob URLs over the crop); top-class maps equal ` +
-        `\`petal explain\`: max |Δ| ${maxDiff.toExponential(2)} (≤ ${tol})`,
+        `\`petal explain\`: max |Δ| ${maxDiff.toExponential(2)}, Grad-CAM ${maxGradDiff.toExponential(2)} (≤ ${tol})`,
     );
   }
 }
@@ -195,6 +222,36 @@ function checkPasses(label, got, size) {
   JSON.stringify(passes) === JSON.stringify(want)
     ? ok(`${label}: network passes of ${[...new Set(passes)].join(" and ")} photos (data-dispatch)`)
     : failed(`${label}: data-dispatch ${JSON.stringify(passes)}, expected ${JSON.stringify(want)}`);
+}
+
+// The CAM / Grad-CAM switch redraws every card's heat layer (a new PNG, same class), and back.
+async function checkMethodSwitch(page) {
+  const layers = () =>
+    page.evaluate(() =>
+      [...document.querySelectorAll("#results .result[data-label]")].map((c) => ({
+        cam: c.dataset.cam,
+        method: c.dataset.camMethod,
+        camClass: c.dataset.camClass,
+        label: c.dataset.label,
+      })),
+    );
+  const switchTo = async (method) => {
+    await page.check(`input[name="cam-method"][value="${method}"]`);
+    await page.waitForFunction(
+      (m) => [...document.querySelectorAll("#results .result[data-label]")].every((c) => c.dataset.camMethod === m),
+      method,
+      { timeout: 30_000 },
+    );
+    return layers();
+  };
+  const before = await layers();
+  const grad = await switchTo("grad-cam");
+  const back = await switchTo("cam");
+  const redrawn = (a, b, method) =>
+    a.length === b.length && b.every((l, i) => l.method === method && l.cam !== a[i].cam && l.camClass === l.label);
+  before.length > 0 && before.every((l) => l.method === "cam") && redrawn(before, grad, "grad-cam") && redrawn(grad, back, "cam")
+    ? ok(`the CAM / Grad-CAM switch redraws all ${grad.length} heat layers (data-cam-method), and back`)
+    : failed(`method switch: ${JSON.stringify({ before: before[0], grad: grad[0], back: back[0] })}`);
 }
 
 async function aboutPanel(page) {
@@ -293,6 +350,7 @@ await section("WebGPU: photos from the file picker equal `petal predict`", async
   // answers above and the maps below, each taken from its place in a pass, are still exact.
   checkPasses("webgpu", got, 8);
   await checkCams(page, "webgpu", CAM_TOL);
+  await checkMethodSwitch(page);
   const about = await aboutPanel(page);
   Number(about.p50) > 0 && Number(about.p90) >= Number(about.p50) && Number(about.imagesPerSecond) > 0
     ? ok(`about panel: ${about.p50} ms p50, ${about.p90} ms p90, ${Number(about.imagesPerSecond).toFixed(2)} images/s`)
@@ -322,7 +380,13 @@ async function convnextSection(context, backend, query, count) {
     const { maxDiff, bad } = compare(`convnext ${backend}`, got, byPhoto("predict-convnext.json"));
     if (!bad) ok(`${got.length} photos, max |Δprob| ${maxDiff.toExponential(2)} (≤ ${TOL})`);
     console.log(`  ${timingSummary(got)}`);
-    await checkCams(p, `convnext ${backend}`, CONVNEXT_CAM_TOL, byPhoto("explain-convnext.json"));
+    await checkCams(
+      p,
+      `convnext ${backend}`,
+      CONVNEXT_CAM_TOL,
+      byPhoto("explain-convnext.json"),
+      byPhoto("explain-grad-convnext.json"),
+    );
     dumpLog(p);
     await p.close();
   });

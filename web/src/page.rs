@@ -83,6 +83,8 @@ struct Outcome {
     /// Class activation maps of the top classes, in the order of `top` (see
     /// [`petal_shared::cam`]); [`heat_png`] draws one over the photo.
     maps: Vec<ClassMap>,
+    /// Grad-CAM maps of the same classes.
+    grad_maps: Vec<ClassMap>,
     preprocess_ms: f64,
     /// This photo's share of its network pass: the pass's time over `batch`.
     inference_ms: f64,
@@ -213,8 +215,9 @@ impl Classifier {
     }
 
     /// Classifies one encoded image; resolves to a JSON string
-    /// `{top: [{index, label, prob}], logits, probs, width, height, maps, preprocess_ms,
-    /// inference_ms}` or rejects with a message naming what is wrong with the file.
+    /// `{top: [{index, label, prob}], logits, probs, width, height, maps, grad_maps,
+    /// preprocess_ms, inference_ms, batch}` or rejects with a message naming what is wrong
+    /// with the file.
     pub fn classify(&self, bytes: Vec<u8>, k: usize) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
         let busy = Rc::clone(&self.busy);
@@ -321,26 +324,41 @@ fn rgb_from_rgba(rgba: &[u8], width: u32, height: u32) -> Result<RgbImage, JsErr
     RgbImage::from_raw(width, height, rgb).ok_or_else(|| JsError::new("bad pixel buffer"))
 }
 
-/// Logits (`[n, classes]`, row-major) and class maps of `n` preprocessed images, laid end to
-/// end in `tensor` (`[n, 3, side, side]`).
-async fn forward(
-    inner: &Inner,
-    tensor: Vec<f32>,
-    n: usize,
-) -> Result<(Vec<f32>, ClassMaps), JsError> {
+/// What one pass gives for `n` photos: logits (`[n, classes]`, row-major), class activation
+/// maps and Grad-CAM maps of every class.
+struct Pass {
+    logits: Vec<f32>,
+    cam: ClassMaps,
+    grad_cam: ClassMaps,
+}
+
+/// Runs `n` preprocessed images, laid end to end in `tensor` (`[n, 3, side, side]`).
+async fn forward(inner: &Inner, tensor: Vec<f32>, n: usize) -> Result<Pass, JsError> {
     let side = inner.preprocessor.image_size;
     match &inner.net {
-        Network::Cpu(net) => Ok(net.forward_with_class_maps(&tensor, n, side, side)),
+        Network::Cpu(net) => {
+            let (logits, cam) = net.forward_with_class_maps(&tensor, n, side, side);
+            let grad_cam = cam.grad_cam_of_linear_head(net.head_bias());
+            Ok(Pass {
+                logits,
+                cam,
+                grad_cam,
+            })
+        }
         Network::Burn { model, device } => {
             let input = Tensor::<4>::from_data(TensorData::new(tensor, [n, 3, side, side]), device);
-            let (logits, maps) = cam::class_maps(model, input);
+            let maps = model.maps(input);
             // Async reads only: a synchronous one would block on the GPU (see lib.rs).
-            let logits = logits.into_data_async().await.map_err(js_err)?;
-            let maps = maps.into_data_async().await.map_err(js_err)?;
-            let logits = logits
-                .try_into_vec::<f32>()
-                .map_err(|e| js_err(format!("{e:?}")))?;
-            Ok((logits, cam::class_maps_from_data(maps).map_err(js_err)?))
+            let logits = maps.logits.into_data_async().await.map_err(js_err)?;
+            let cam = maps.cam.into_data_async().await.map_err(js_err)?;
+            let grad_cam = maps.grad_cam.into_data_async().await.map_err(js_err)?;
+            Ok(Pass {
+                logits: logits
+                    .try_into_vec::<f32>()
+                    .map_err(|e| js_err(format!("{e:?}")))?,
+                cam: cam::class_maps_from_data(cam).map_err(js_err)?,
+                grad_cam: cam::class_maps_from_data(grad_cam).map_err(js_err)?,
+            })
         }
     }
 }
@@ -381,28 +399,31 @@ async fn classify(inner: &Inner, photos: Vec<Prepared>, k: usize) -> Result<Vec<
         sizes.push((photo.width, photo.height, photo.preprocess_ms));
     }
     let t1 = now_ms();
-    let (logits, maps) = forward(inner, input, n).await?;
+    let pass = forward(inner, input, n).await?;
     let share = (now_ms() - t1) / n as f64;
     let classes = &inner.meta.classes;
     let k = k.max(1);
-    logits
+    pass.logits
         .chunks_exact(classes.len())
         .zip(sizes)
         .enumerate()
         .map(|(i, (logits, (width, height, preprocess_ms)))| {
             let probs = softmax(logits);
-            let maps = top_k_indices(&probs, k)
-                .into_iter()
-                .map(|class| maps.map(i, class))
-                .collect::<Result<_, _>>()
-                .map_err(js_err)?;
+            let top = top_k_indices(&probs, k);
+            let of = |maps: &ClassMaps| {
+                top.iter()
+                    .map(|&class| maps.map(i, class))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(js_err)
+            };
             Ok(Outcome {
                 top: top_k(logits, classes, k),
                 probs,
                 logits: logits.to_vec(),
                 width,
                 height,
-                maps,
+                maps: of(&pass.cam)?,
+                grad_maps: of(&pass.grad_cam)?,
                 preprocess_ms,
                 inference_ms: share,
                 batch: n,

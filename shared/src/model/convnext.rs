@@ -4,13 +4,13 @@
 //! Field names are our own (torchvision's are `nn.Sequential` indices); `crate::import`
 //! holds the mapping from torchvision's `state_dict` keys.
 
-use super::{Arch, ComputePrecision, Family};
+use super::{Arch, ComputePrecision, Family, Maps};
 use burn::module::{Flag, Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::gelu;
+use burn::tensor::activation::{gelu, relu};
 
 /// torchvision's LayerNorm epsilon for ConvNeXt (`partial(LayerNorm, eps=1e-6)`).
 const LN_EPS: f64 = 1e-6;
@@ -312,6 +312,17 @@ impl ConvNeXt {
     /// - `images`: `[N, 3, H, W]`
     /// - returns: `([N, classes], [N, H/32, W/32, classes])`
     pub fn class_maps(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
+        let maps = self.maps(images);
+        (maps.logits, maps.cam)
+    }
+
+    /// Logits, class maps ([`class_maps`](Self::class_maps)) and Grad-CAM maps of every class
+    /// from one pass (see [`Maps`]). Grad-CAM weighs each channel of the last stage by the
+    /// mean over the grid of the logit's gradient; through the head (average pooling, then
+    /// LayerNorm `y = γ·x̂ + β` with `x̂ = (p - mean(p)) / σ`, then the linear layer `W`) that
+    /// gradient is, for pooled features `p` of `C` channels and `g = W·γ`:
+    /// `∂logit/∂p = (g - mean(g) - x̂ · mean(g·x̂)) / σ`, divided by the grid's size.
+    pub fn maps(&self, images: Tensor<4>) -> Maps {
         let last = self.last_stage(images);
         let [n, c, h, w] = last.dims();
         let pooled = pool(last.clone());
@@ -320,20 +331,35 @@ impl ConvNeXt {
             .linear(&self.head, self.head_norm.forward(pooled.clone()));
         // The pooled vector's statistics, as LayerNorm computes them (biased variance).
         let mean = pooled.clone().mean_dim(1); // [n, 1]
-        let var = (pooled - mean.clone()).square().mean_dim(1);
+        let var = (pooled.clone() - mean.clone()).square().mean_dim(1);
         let std = var.add_scalar(LN_EPS).sqrt();
         let positions = last.permute([0, 2, 3, 1]).reshape([n, h * w, c]);
-        let normalised = (positions - mean.unsqueeze_dim(2)) / std.unsqueeze_dim(2);
-        let gamma = self.head_norm.gamma.val().reshape([1, 1, c]);
-        let mut affine = normalised * gamma;
+        let normalised =
+            (positions.clone() - mean.clone().unsqueeze_dim(2)) / std.clone().unsqueeze_dim(2);
+        let gamma = self.head_norm.gamma.val();
+        let mut affine = normalised * gamma.clone().reshape([1, 1, c]);
         if let Some(beta) = &self.head_norm.beta {
             affine = affine + beta.val().reshape([1, 1, c]);
         }
-        let maps = self
+        let cam = self
             .precision
             .linear(&self.head, affine.reshape([n * h * w, c]));
-        let classes = maps.dims()[1];
-        (logits, maps.reshape([n, h, w, classes]))
+        let classes = cam.dims()[1];
+
+        // Grad-CAM: the logits' gradients with respect to the pooled features, `[n, C, classes]`.
+        let x_hat = (pooled - mean) / std.clone(); // [n, C]
+        let g = self.head.weight.val() * gamma.reshape([c, 1]); // [C, classes]
+        let g_mean = g.clone().mean_dim(0); // [1, classes]
+        let g_x_hat = x_hat.clone().matmul(g.clone()).div_scalar(c as f32); // [n, classes]
+        let grad = (g - g_mean).unsqueeze_dim::<3>(0)
+            - x_hat.unsqueeze_dim::<3>(2) * g_x_hat.unsqueeze_dim::<3>(1);
+        let grad = grad / std.unsqueeze_dim::<3>(2);
+        let grad_cam = relu(positions.matmul(grad)).div_scalar((h * w) as f32);
+        Maps {
+            logits,
+            cam: cam.reshape([n, h, w, classes]),
+            grad_cam: grad_cam.reshape([n, h, w, classes]),
+        }
     }
 
     /// Number of classes the head predicts.

@@ -91,6 +91,12 @@ impl FoldedResNet {
         logits
     }
 
+    /// The head's bias, one value per class (Grad-CAM is the class map without it; see
+    /// [`ClassMaps::grad_cam_of_linear_head`]).
+    pub fn head_bias(&self) -> &[f32] {
+        self.fc.bias()
+    }
+
     /// Logits, as [`forward`](Self::forward) computes them, and the class activation maps of
     /// the same pass: the head applied at every position of the last stage
     /// (`[n, h/32, w/32, num_classes]`; see [`crate::cam`]). Each map's mean is its logit.

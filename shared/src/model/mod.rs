@@ -20,6 +20,6 @@ pub use convnext::{
     ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling,
 };
 pub use folded::{FoldError, FoldedResNet};
-pub use network::{Network, NetworkConfig, ParamGroup};
+pub use network::{Maps, Network, NetworkConfig, ParamGroup};
 pub use precision::ComputePrecision;
 pub use resnet::{ResNet, ResNetConfig, Stages};

@@ -60,6 +60,20 @@ macro_rules! each {
     };
 }
 
+/// What a network shows of its reasons for a batch `[N, 3, H, W]`, from one pass (see
+/// [`crate::cam`]): the last stage's grid is `h × w` (`H/32 × W/32`).
+pub struct Maps {
+    /// `[N, classes]`
+    pub logits: Tensor<2>,
+    /// Class activation maps, `[N, h, w, classes]`: the head evaluated at every position;
+    /// each map's mean is its logit.
+    pub cam: Tensor<4>,
+    /// Grad-CAM maps (Selvaraju et al. 2017), `[N, h, w, classes]`: the last stage's channels
+    /// weighted by the mean over the grid of the logit's gradient with respect to them,
+    /// summed, and clipped at zero. The gradients are the head's, in closed form.
+    pub grad_cam: Tensor<4>,
+}
+
 impl Network {
     /// Classification logits.
     ///
@@ -93,6 +107,12 @@ impl Network {
     /// - returns: `([N, classes], [N, H/32, W/32, classes])`
     pub fn class_maps(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
         each!(self, m => m.class_maps(images))
+    }
+
+    /// Logits, class activation maps and Grad-CAM maps of every class from one pass (see
+    /// [`Maps`]).
+    pub fn maps(&self, images: Tensor<4>) -> Maps {
+        each!(self, m => m.maps(images))
     }
 
     pub fn arch(&self) -> Arch {

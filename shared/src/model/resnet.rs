@@ -1,5 +1,5 @@
 use super::block::{bn, conv};
-use super::{Arch, Block, BlockKind, ComputePrecision, Family};
+use super::{Arch, Block, BlockKind, ComputePrecision, Family, Maps};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -204,6 +204,25 @@ impl ResNet {
         let maps = self.precision.linear(&self.fc, positions);
         let classes = maps.dims()[1];
         (stages.logits, maps.reshape([n, h, w, classes]))
+    }
+
+    /// Logits, class maps and Grad-CAM maps of every class from one pass (see [`Maps`]). The
+    /// head is average pooling then `fc`, so each logit's gradient at every position is the
+    /// class's weights over the grid's size: Grad-CAM is the positive part of the class map
+    /// without the class's bias, over the grid's size.
+    pub fn maps(&self, images: Tensor<4>) -> Maps {
+        let (logits, cam) = self.class_maps(images);
+        let [_, h, w, classes] = cam.dims();
+        let unbiased = match &self.fc.bias {
+            Some(bias) => cam.clone() - bias.val().reshape([1, 1, 1, classes]),
+            None => cam.clone(),
+        };
+        let grad_cam = relu(unbiased).div_scalar((h * w) as f32);
+        Maps {
+            logits,
+            cam,
+            grad_cam,
+        }
     }
 
     /// Number of classes the head predicts.

@@ -4,10 +4,9 @@
 use crate::backend::Compute;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use petal_shared::cam::{self, ClassMap, CropGeometry};
+use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
 use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::fs::write_atomic;
-use petal_shared::grad_cam::GradCam;
 use petal_shared::model::FoldedResNet;
 use petal_shared::{Bundle, BundleMeta, Network as Model, Preprocessor};
 use serde::Serialize;
@@ -52,7 +51,7 @@ pub struct Args {
 pub enum Method {
     /// Class activation map (see `petal_shared::cam`).
     Cam,
-    /// Grad-CAM (see `petal_shared::grad_cam`).
+    /// Grad-CAM (see `petal_shared::model::Maps`).
     GradCam,
 }
 
@@ -94,68 +93,39 @@ struct Explained {
     crop: [f64; 4],
 }
 
-/// The network that computes logits and maps: for class activation maps of a ResNet on the
-/// CPU the folded one (as `predict` uses), otherwise burn's module on the device (Grad-CAM
-/// needs its autodiff).
+/// The network that computes logits and maps: for a ResNet on the CPU the folded one (as
+/// `predict` uses), otherwise burn's module on the device.
 enum Network {
     Folded(FoldedResNet),
     Burn(Box<Model>, Device),
 }
 
-fn read<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read {what} back: {e:?}"))
-}
-
 impl Network {
-    /// The logits of one preprocessed image, the class to explain (`forced`, or the top
-    /// one) and its map.
-    fn explain(
-        &self,
-        input: Vec<f32>,
-        side: usize,
-        method: Method,
-        forced: Option<usize>,
-    ) -> Result<(Vec<f32>, usize, ClassMap)> {
-        let pick = |logits: &[f32]| forced.unwrap_or_else(|| top_k_indices(logits, 1)[0]);
-        let (logits, maps) = match (self, method) {
-            (Network::Folded(net), Method::Cam) => {
-                net.forward_with_class_maps(&input, 1, side, side)
+    /// The logits of one preprocessed image and its maps for every class, by `method`.
+    fn maps(&self, input: Vec<f32>, side: usize, method: Method) -> Result<(Vec<f32>, ClassMaps)> {
+        match self {
+            Network::Folded(net) => {
+                let (logits, cam) = net.forward_with_class_maps(&input, 1, side, side);
+                Ok(match method {
+                    Method::Cam => (logits, cam),
+                    Method::GradCam => (logits, cam.grad_cam_of_linear_head(net.head_bias())),
+                })
             }
-            (Network::Burn(model, device), Method::Cam) => {
+            Network::Burn(model, device) => {
                 let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), device);
-                let (logits, maps) = cam::class_maps(model, x);
-                (
-                    read(logits, "logits")?,
-                    cam::class_maps_from_data(maps.into_data())?,
-                )
+                let maps = model.maps(x);
+                let chosen = match method {
+                    Method::Cam => maps.cam,
+                    Method::GradCam => maps.grad_cam,
+                };
+                let logits = maps
+                    .logits
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("cannot read logits back: {e:?}"))?;
+                Ok((logits, cam::class_maps_from_data(chosen.into_data())?))
             }
-            (Network::Burn(model, device), Method::GradCam) => {
-                let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), device);
-                let grad_cam = GradCam::new(model, x);
-                let logits = read(grad_cam.logits(), "logits")?;
-                let class = pick(&logits);
-                let map = grad_cam.maps(&[class])?;
-                let [_, height, width] = map.dims();
-                let values = read(map, "the Grad-CAM map")?;
-                return Ok((
-                    logits,
-                    class,
-                    ClassMap {
-                        height,
-                        width,
-                        values,
-                    },
-                ));
-            }
-            // `run` chooses burn's network for Grad-CAM.
-            (Network::Folded(_), Method::GradCam) => {
-                bail!("Grad-CAM needs burn's network, not the CPU's folded one")
-            }
-        };
-        let class = pick(&logits);
-        Ok((logits, class, maps.map(0, class)?))
+        }
     }
 }
 
@@ -174,7 +144,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
         .map(|name| class_index(&meta, name))
         .transpose()?;
     let net = match model.into_resnet() {
-        Ok(resnet) if device == Device::flex() && args.method == Method::Cam => Network::Folded(
+        Ok(resnet) if device == Device::flex() => Network::Folded(
             FoldedResNet::new(resnet).context("cannot prepare the network for the CPU")?,
         ),
         Ok(resnet) => Network::Burn(Box::new(resnet.into()), device),
@@ -253,9 +223,10 @@ fn explain_one(
     let bytes = std::fs::read(path).context("cannot read")?;
     let photo = pre.decode(&bytes)?;
     let side = pre.image_size;
-    let (logits, class, map) =
-        net.explain(pre.tensor_from_image(&photo), side, how.method, how.forced)?;
+    let (logits, maps) = net.maps(pre.tensor_from_image(&photo), side, how.method)?;
     let probs = softmax(&logits);
+    let class = how.forced.unwrap_or_else(|| top_k_indices(&probs, 1)[0]);
+    let map = maps.map(0, class)?;
     let geometry = CropGeometry::new(photo.width(), photo.height(), pre);
     let projected = geometry.project(&map, photo.width(), photo.height());
     let layer = cam::heat_layer(&cam::normalise(&projected), photo.width(), photo.height());
