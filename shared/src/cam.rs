@@ -22,11 +22,9 @@
 //!
 //! Used by `petal explain` and by the web page (heat map over each photo), on the CPU network
 //! ([`FoldedResNet::forward_with_class_maps`](crate::model::FoldedResNet::forward_with_class_maps))
-//! and on burn's ([`class_maps`]).
+//! and on burn's ([`Network::maps`](crate::model::Network::maps)).
 
-use crate::model::Network;
 use crate::preprocess::{Preprocessor, crop_offset, resized_dims};
-use burn::prelude::*;
 use image::{Rgb, RgbImage, Rgba, RgbaImage};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,16 +147,7 @@ impl ClassMap {
     }
 }
 
-/// Logits and class maps of burn's network, for a batch `[n, 3, h, w]`: the head applied to
-/// the last stage at every position ([`Network::class_maps`]). On WebGPU the maps stay on the
-/// device until read (`into_data_async` in the browser).
-///
-/// Returns `(logits [n, classes], maps [n, h', w', classes])`.
-pub fn class_maps(model: &Network, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
-    model.class_maps(images)
-}
-
-/// Reads [`class_maps`]' map tensor (`[n, h', w', classes]`) into [`ClassMaps`].
+/// Reads a map tensor of [`Maps`](crate::model::Maps) (`[n, h', w', classes]`) into [`ClassMaps`].
 pub fn class_maps_from_data(data: burn::tensor::TensorData) -> Result<ClassMaps, CamError> {
     let [n, h, w, classes] = <[usize; 4]>::try_from(data.shape().to_vec())
         .map_err(|shape| CamError::Read(format!("expected 4 dimensions, got {shape:?}")))?;
@@ -352,9 +341,11 @@ pub fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Network;
     use crate::model::{Block, FoldedResNet};
     use crate::{Arch, ResNetConfig};
     use burn::module::Param;
+    use burn::prelude::*;
 
     fn grid(height: usize, width: usize, values: Vec<f32>) -> ClassMap {
         ClassMap {
@@ -531,7 +522,8 @@ mod tests {
 
             // burn's own network gives the same map.
             let x4 = Tensor::<4>::from_data(TensorData::new(input, [1, 3, 224, 224]), &device);
-            let (burn_logits, burn_maps) = class_maps(&Network::ResNet(model.clone()), x4);
+            let burn = Network::ResNet(model.clone()).maps(x4);
+            let (burn_logits, burn_maps) = (burn.logits, burn.cam);
             let burn_maps = class_maps_from_data(burn_maps.into_data()).unwrap();
             let burn_red = burn_maps.map(0, 0).unwrap();
             for (a, b) in red.values.iter().zip(&burn_red.values) {
@@ -552,6 +544,27 @@ mod tests {
             );
             let near = |p: u32, lo: u32| p + 38 >= lo && p <= lo + 70 + 38;
             assert!(near(px, x) && near(py, y), "{quadrant}: peak ({px}, {py})");
+
+            // Grad-CAM (folded and burn's, which agree) peaks there too.
+            let grad = maps
+                .grad_cam_of_linear_head(folded.head_bias())
+                .map(0, 0)
+                .unwrap();
+            let burn_grad = class_maps_from_data(burn.grad_cam.into_data())
+                .unwrap()
+                .map(0, 0)
+                .unwrap();
+            for (a, b) in grad.values.iter().zip(&burn_grad.values) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{quadrant}: Grad-CAM folded {a}, burn {b}"
+                );
+            }
+            let (gx, gy) = peak(&grad, &g);
+            assert!(
+                near(gx, x) && near(gy, y),
+                "{quadrant}: Grad-CAM peak ({gx}, {gy})"
+            );
         }
     }
 
