@@ -13,17 +13,20 @@
 
 use burn::prelude::*;
 use petal_shared::model::FoldedResNet;
-use petal_shared::{Arch, Preprocessor, ResNetConfig};
+use petal_shared::{Arch, NetworkConfig, Preprocessor};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const CONFIGS: [(Arch, usize); 6] = [
+const CONFIGS: [(Arch, usize); 8] = [
     (Arch::ResNet18, 1),
     (Arch::ResNet18, 8),
     (Arch::ResNet50, 1),
     (Arch::ResNet50, 8),
     (Arch::ResNet101, 1),
     (Arch::ResNet101, 8),
+    // No folded form: petal runs burn's network, so both petal columns are that.
+    (Arch::ConvNeXtTiny, 1),
+    (Arch::ConvNeXtTiny, 8),
 ];
 
 fn peak_rss_mib() -> f64 {
@@ -63,7 +66,7 @@ fn time(mut f: impl FnMut(), min_iters: usize, budget: Duration) -> f64 {
 /// One configuration: prints `arch batch images/s peak_MiB weights_MiB`.
 fn run_one(arch: Arch, batch: usize, backend: &str, folded: bool, quick: bool) {
     let device = device(backend);
-    let model = ResNetConfig::new(arch, 1000).init(&device);
+    let model = NetworkConfig::new(arch, 1000).init(&device);
     let weights_mib = model.num_params() as f64 * 4.0 / (1024.0 * 1024.0);
     let x = Tensor::<4>::random(
         [batch, 3, 224, 224],
@@ -71,25 +74,31 @@ fn run_one(arch: Arch, batch: usize, backend: &str, folded: bool, quick: bool) {
         &device,
     );
     let budget = Duration::from_secs(if quick { 3 } else { 10 });
-    let secs = if folded {
-        let net = FoldedResNet::new(model).unwrap();
-        let images = x.into_data().try_into_vec::<f32>().unwrap();
-        time(
-            || {
-                std::hint::black_box(net.forward(&images, batch, 224, 224));
-            },
-            3,
-            budget,
-        )
-    } else {
-        time(
+    let folded = match model.into_resnet() {
+        Ok(resnet) if folded => Ok(resnet),
+        Ok(resnet) => Err(Box::new(resnet.into())),
+        Err(other) => Err(other),
+    };
+    let secs = match folded {
+        Ok(resnet) => {
+            let net = FoldedResNet::new(resnet).unwrap();
+            let images = x.into_data().try_into_vec::<f32>().unwrap();
+            time(
+                || {
+                    std::hint::black_box(net.forward(&images, batch, 224, 224));
+                },
+                3,
+                budget,
+            )
+        }
+        Err(model) => time(
             || {
                 let out = model.forward(x.clone());
                 let _ = out.into_data();
             },
             3,
             budget,
-        )
+        ),
     };
     println!(
         "{arch} {batch} {:.2} {:.0} {:.0}",
