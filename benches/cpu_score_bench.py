@@ -14,7 +14,7 @@ Runs are paired (each round runs every tool once, in turn) and medians are repor
 petal's ratio to each tool: speed (their wall time / ours), CPU seconds and peak memory.
 
   /usr/bin/python3 benches/cpu_score_bench.py --petal target/release/petal \\
-      [--arch resnet50 resnet101] [--photos 40] [--runs 3] [--work DIR]
+      [--arch resnet50 resnet101 convnext_tiny] [--photos 40] [--runs 3] [--work DIR]
 
 Needs Debian's python3-torchvision and `onnxruntime` importable (scripts/bench-cpu installs it
 into /var/tmp/petal-bench-py and sets PYTHONPATH).
@@ -129,7 +129,7 @@ def prepare(arch, petal, work):
     import torchvision
 
     sys.path.insert(0, os.path.join(ROOT, "tests/reference"))
-    from torchvision_ref import randomise_batchnorm
+    from torchvision_ref import randomise_batchnorm, randomise_convnext
 
     weights, bundle, onnx = artefacts(arch, work)
     if all(os.path.exists(p) for p in (weights, bundle, onnx)):
@@ -137,14 +137,19 @@ def prepare(arch, petal, work):
     gen = torch.Generator().manual_seed(7)
     torch.manual_seed(7)
     model = getattr(torchvision.models, arch)()
-    randomise_batchnorm(model, gen, 224)
+    if arch.startswith("convnext"):
+        randomise_convnext(model, gen)
+    else:
+        randomise_batchnorm(model, gen, 224)
     model.eval()
     torch.save(model.state_dict(), weights)
     labels = os.path.join(work, "labels.txt")
     with open(labels, "w") as f:
         f.writelines(f"class{i}\n" for i in range(1000))
-    subprocess.run([petal, "import", weights, "--arch", arch, "--labels", labels, "-o", bundle],
-                   check=True, stdout=subprocess.DEVNULL)
+    # Resize 256 for every network, as the PyTorch and ONNX Runtime runs below preprocess
+    # (ConvNeXt's own default would be 236): the same pixels in, the same labels out.
+    subprocess.run([petal, "import", weights, "--arch", arch, "--labels", labels, "--resize", "256",
+                    "-o", bundle], check=True, stdout=subprocess.DEVNULL)
     torch.onnx.export(model, torch.zeros(1, 3, 224, 224), onnx, input_names=["x"],
                       output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
                       opset_version=13)
