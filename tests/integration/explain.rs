@@ -28,6 +28,16 @@ fn records(stdout: &str) -> Vec<Value> {
         .clone()
 }
 
+/// The values of an `explained` record's map.
+fn map_values(explained: &Value) -> Vec<f64> {
+    explained["map"]["values"]
+        .as_array()
+        .expect("the map's values")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
 #[test]
 fn explain_overlays_the_crop_and_its_map_averages_to_the_logit() {
     let dir = tempdir();
@@ -49,12 +59,7 @@ fn explain_overlays_the_crop_and_its_map_averages_to_the_logit() {
             image.display()
         );
         let logit = logits(&predicted)[e["class"].as_u64().unwrap() as usize];
-        let values: Vec<f64> = e["map"]["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let values = map_values(e);
         // 64-pixel input: a 2×2 grid.
         assert_eq!(
             (e["map"]["height"].as_u64(), e["map"]["width"].as_u64()),
@@ -159,12 +164,7 @@ fn explain_grad_cam_is_the_class_map_without_its_bias() {
     let map_of = |extra: &[&str]| {
         let records = records(&explain(dir.path(), extra, &[&image]).success());
         let e = &records[0]["explained"];
-        let values: Vec<f64> = e["map"]["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let values = map_values(e);
         (
             e["method"].as_str().unwrap().to_string(),
             e["class"].clone(),
