@@ -8,10 +8,10 @@
 //   init      {glue, wasm} → {wasmMs}: compiles the wasm module while the page downloads
 //   load      {meta: Uint8Array, weights: ArrayBuffer, requested}
 //             → {backend, reason, adapter, loadMs (weights → model, one warm-up pass), meta}
-//   classify  {bytes: ArrayBuffer, k, heat: {maxSide, method}} → outcome (see web/src/page.rs)
-//             plus `heat`: PNG bytes of the top class's map (`method`: "cam" or "grad-cam")
-//   classifyBatch {files: [ArrayBuffer], k, heat} → [outcome | {error}], one per file: the
-//             photos go through the network in one pass (one dispatch per kernel on WebGPU)
+//   classifyBatch {files: [ArrayBuffer], k, heat: {maxSide, method}} → [outcome | {error}], one
+//             per file (see web/src/page.rs): the photos go through the network in one pass (one
+//             dispatch per kernel on WebGPU); each outcome has `heat`, PNG bytes of the top
+//             class's map (`method`: "cam" or "grad-cam")
 //   frame     {bitmap: ImageBitmap, k} → outcome (a camera frame)
 
 let wasm = null;
@@ -26,7 +26,7 @@ onmessage = (event) => {
 
 async function handle(msg) {
   try {
-    const ops = { init, load, classify, classifyBatch, frame };
+    const ops = { init, load, classifyBatch, frame };
     if (!ops[msg.op]) throw new Error(`unknown request ${msg.op}`);
     const { value, transfer = [] } = await ops[msg.op](msg);
     postMessage({ id: msg.id, ok: true, value }, transfer);
@@ -84,16 +84,6 @@ function heatFor(out, { maxSide, method } = {}) {
   const maps = method === "grad-cam" ? out.grad_maps : out.maps;
   if (!maxSide || !maps.length) return null;
   return wasm.heatPng(JSON.stringify(maps[0]), out.width, out.height, meta.resize, meta.image_size, maxSide);
-}
-
-async function classify({ bytes, k, heat }) {
-  if (!classifier) throw new Error("the model is not loaded");
-  const out = JSON.parse(await classifier.classify(new Uint8Array(bytes), k));
-  const t0 = performance.now();
-  const png = heatFor(out, heat);
-  out.heat_ms = performance.now() - t0;
-  out.heat = png;
-  return { value: out, transfer: png ? [png.buffer] : [] };
 }
 
 async function classifyBatch({ files, k, heat }) {

@@ -214,29 +214,12 @@ impl Classifier {
         meta_summary(&self.inner.meta)
     }
 
-    /// Classifies one encoded image; resolves to a JSON string
-    /// `{top: [{index, label, prob}], logits, probs, width, height, maps, grad_maps,
-    /// preprocess_ms, inference_ms, batch}` or rejects with a message naming what is wrong
-    /// with the file.
-    pub fn classify(&self, bytes: Vec<u8>, k: usize) -> js_sys::Promise {
-        let inner = Rc::clone(&self.inner);
-        let busy = Rc::clone(&self.busy);
-        wasm_bindgen_futures::future_to_promise(async move {
-            let _busy = Busy::claim(&busy)?;
-            let t0 = now_ms();
-            let photo = inner.preprocessor.decode(&bytes).map_err(js_err)?;
-            let outcome = classify(&inner, vec![prepare(&inner, &photo, t0)], k).await?;
-            Ok(JsValue::from_str(
-                &serde_json::to_string(&outcome[0]).map_err(js_err)?,
-            ))
-        })
-    }
-
     /// Classifies several encoded images (an array of `Uint8Array`) in one pass of the
     /// network: on WebGPU each kernel is dispatched once for all of them rather than once per
     /// photo, and read back once. Resolves to a JSON array with one entry per file, in order:
-    /// an outcome as [`classify`](Self::classify) gives, or `{error}` for a file that does not
-    /// decode; the other files still run.
+    /// an outcome `{top: [{index, label, prob}], logits, probs, width, height, maps,
+    /// grad_maps, preprocess_ms, inference_ms, batch}`, or `{error}` naming what is wrong with
+    /// a file that does not decode; the other files still run.
     #[wasm_bindgen(js_name = classifyBatch)]
     pub fn classify_batch(&self, files: js_sys::Array, k: usize) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
@@ -287,7 +270,8 @@ impl Classifier {
     }
 
     /// Classifies raw RGBA pixels (a video frame from a canvas, `width · height · 4` bytes; the
-    /// alpha is dropped as decoding does); resolves like [`classify`](Self::classify).
+    /// alpha is dropped as decoding does); resolves to one outcome as
+    /// [`classify_batch`](Self::classify_batch) gives it.
     #[wasm_bindgen(js_name = classifyPixels)]
     pub fn classify_pixels(
         &self,
