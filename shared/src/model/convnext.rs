@@ -257,7 +257,7 @@ impl ConvNeXt {
     /// - `images`: `[N, 3, H, W]`, normalised (H, W multiples of 32; 224 for ImageNet weights)
     /// - returns: `[N, num_classes]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.precision.linear(&self.head, self.features(images))
+        self.head(self.last_stage(images))
     }
 
     /// Pooled, normalised features before the head's linear layer: `[N, 3, H, W]` →

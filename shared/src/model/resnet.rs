@@ -106,7 +106,7 @@ impl ResNet {
     /// - `images`: `[N, 3, H, W]`, normalised (H, W ≥ 32; 224 for ImageNet weights)
     /// - returns: `[N, num_classes]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.precision.linear(&self.fc, self.features(images))
+        self.head(self.last_stage(images))
     }
 
     /// The same network computing in `precision` (see [`ComputePrecision`]); the weights stay f32.
