@@ -359,3 +359,71 @@ fn serve_names_a_missing_bundle_or_page() {
         "{err}"
     );
 }
+
+#[test]
+fn serve_gzips_the_page_for_browsers_that_accept_it_and_never_the_weights() {
+    let dir = site();
+    // A wasm-sized module that compresses as real ones do: repetitive, not uniform.
+    let module: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("page/petal-web_bg.wasm"), &module).unwrap();
+    let server = Serve::start(dir.path());
+    let accept = [("Accept-Encoding", "gzip, deflate, br, zstd")];
+
+    let plain = server.get("/petal-web_bg.wasm", &[]);
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("Content-Encoding"), None);
+    assert_eq!(plain.body, module);
+    assert_eq!(plain.header("Vary"), Some("Accept-Encoding"));
+
+    let gzipped = server.get("/petal-web_bg.wasm", &accept);
+    assert_eq!(gzipped.status, 200);
+    assert_eq!(gzipped.header("Content-Encoding"), Some("gzip"));
+    assert_eq!(gzipped.header("Content-Type"), Some("application/wasm"));
+    assert_eq!(gzipped.header("Vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        gzipped.header("Content-Length"),
+        Some(gzipped.body.len().to_string().as_str())
+    );
+    assert!(
+        gzipped.body.len() * 4 < module.len(),
+        "{} gzipped bytes for {}",
+        gzipped.body.len(),
+        module.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gzipped.body[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, module, "the gzipped body is the file");
+
+    // Each representation has its own validator, and revalidates against it.
+    let plain_tag = plain.header("ETag").unwrap();
+    let gzip_tag = gzipped.header("ETag").unwrap();
+    assert_ne!(plain_tag, gzip_tag);
+    let again = server.get(
+        "/petal-web_bg.wasm",
+        &[accept[0], ("If-None-Match", gzip_tag)],
+    );
+    assert_eq!(again.status, 304, "{again:?}");
+    assert_eq!(
+        server
+            .get(
+                "/petal-web_bg.wasm",
+                &[accept[0], ("If-None-Match", plain_tag)]
+            )
+            .status,
+        200
+    );
+    // A second request is answered from the cache with the same bytes.
+    assert_eq!(server.get("/petal-web_bg.wasm", &accept).body, gzipped.body);
+
+    // Refused codings are honoured; weights are never compressed.
+    let refused = server.get("/app.js", &[("Accept-Encoding", "gzip;q=0, br")]);
+    assert_eq!(refused.header("Content-Encoding"), None);
+    assert_eq!(refused.body, b"console.log('petal');");
+    let weights = server.get("/model/model.bpk", &accept);
+    assert_eq!(weights.header("Content-Encoding"), None);
+    assert_eq!(weights.body, WEIGHTS);
+}

@@ -292,8 +292,36 @@ let page;
 
 // SwiftShader is a software adapter, so the page would pick the CPU path on its own (checked
 // below); `?backend=webgpu` forces WebGPU to check its answers.
-await section("WebGPU (forced): page loads the bundle on WebGPU", async () => {
+// The page as `trunk build --release` makes it must start at all: a module that fails to
+// instantiate leaves `data-state` at "loading" for ever, and every later check would wait out
+// its own timeout. Fail fast, with the page's console.
+const wasmEncodings = [];
+gpu.context.on("response", (r) => {
+  if (new URL(r.url()).pathname.endsWith(".wasm")) wasmEncodings.push(r.headers()["content-encoding"] || "none");
+});
+await section("release page starts (the module instantiates, the model loads)", async () => {
   page = await openPage(gpu.context, page_url("?backend=webgpu"));
+  try {
+    await page.waitForFunction(() => document.body.dataset.state !== "loading", null, { timeout: 180_000 });
+  } catch {
+    failed("the page is still loading after 180 s");
+  }
+  const errors = page.log.filter((l) => l.startsWith("[pageerror]") || l.startsWith("[error]"));
+  errors.length === 0 ? ok("no page errors while starting") : failed(`page errors:\n    ${errors.join("\n    ")}`);
+  if (failures) {
+    dumpLog(page);
+    console.log("\nweb tests: the page does not start; the other checks cannot run");
+    process.exit(1);
+  }
+  if (args.petal) {
+    // `petal serve` gzips the page's files for a browser that accepts it.
+    wasmEncodings.length && wasmEncodings.every((e) => e === "gzip")
+      ? ok("the wasm module arrives gzipped")
+      : failed(`wasm Content-Encoding: ${wasmEncodings.join(", ") || "no wasm request seen"}`);
+  }
+});
+
+await section("WebGPU (forced): page loads the bundle on WebGPU", async () => {
   const s = await waitSettled(page);
   if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
   s.backend === "webgpu" ? ok("data-backend=webgpu") : failed(`data-backend=${s.backend}`);
