@@ -555,3 +555,172 @@ fn convnext_tiny_fine_tunes_exports_predicts_and_explains() {
     assert!((value - logit).abs() < 1e-4, "map {value}, logit {logit}");
     assert!(dir.path().join("cam/chelsea.cam.png").is_file());
 }
+
+/// The rows of a run's `metrics.csv` (header left out).
+fn metrics_rows(run: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    text.lines().skip(1).map(String::from).collect()
+}
+
+/// A learning rate far too high makes the loss NaN: the run stops at that step with one line
+/// that says where and what to do, keeps the last good checkpoint and the best epoch's bundle,
+/// writes only readable run files, and resumes once the recipe's lr is lowered.
+#[test]
+fn a_diverging_run_stops_keeps_its_best_epoch_and_resumes_with_a_lower_lr() {
+    let dir = tempdir();
+    generated_photos(dir.path(), 12);
+    // The fine-tuning epoch is sound; the polish stage's SGD at lr 1e30 is not.
+    let recipe = petal(dir.path(), ["train", "--print-recipe"]).success();
+    assert!(recipe.contains("lr = 1e-8"), "{recipe}");
+    std::fs::write(
+        dir.path().join("diverge.toml"),
+        recipe.replace("lr = 1e-8", "lr = 1e30"),
+    )
+    .unwrap();
+    let args = [
+        "--config",
+        "diverge.toml",
+        "--epochs",
+        "1",
+        "--stage-epochs",
+        "polish=1",
+    ];
+    let err = petal(dir.path(), quick("r", &args)).failure();
+    let line = err
+        .lines()
+        .find(|l| l.contains("training diverged"))
+        .unwrap_or_else(|| panic!("no divergence line:\n{err}"));
+    for want in [
+        "epoch 2, step ",
+        "stage 'polish'",
+        "lr 1.000e30",
+        "r/recipe.toml",
+        "petal train --resume r",
+        "checkpoint after epoch 1",
+        "bundle is r/bundle",
+    ] {
+        assert!(line.contains(want), "{want:?} missing from: {line}");
+    }
+    assert!(
+        line.contains("loss is NaN") || line.contains("loss is inf"),
+        "{line}"
+    );
+    let run = dir.path().join("r");
+    // Nothing of the diverged epoch was recorded, and the state file reads back.
+    assert_eq!(metrics_rows(&run).len(), 1);
+    let state = std::fs::read_to_string(run.join("checkpoints/state.json")).unwrap();
+    assert!(!state.contains("null"), "{state}");
+    // The best epoch's bundle classifies.
+    let photo = crate::util::photo("chelsea.png");
+    let top = predict_one(dir.path(), "r/bundle", &photo, &[]);
+    assert!(top["top"][0]["prob"].as_f64().unwrap().is_finite(), "{top}");
+
+    // The user lowers the polish lr in the run's own recipe and continues.
+    let recipe_path = run.join("recipe.toml");
+    let mut recipe: toml::Table = std::fs::read_to_string(&recipe_path)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stages = recipe["stages"].as_array_mut().unwrap();
+    let polish = stages
+        .iter_mut()
+        .find(|s| s["name"].as_str() == Some("polish"))
+        .unwrap();
+    polish["lr"] = toml::Value::Float(1e-8);
+    std::fs::write(&recipe_path, toml::to_string(&recipe).unwrap()).unwrap();
+    let resumed = petal(dir.path(), ["train", "--resume", "r", "--device", "cpu"]);
+    resumed.success();
+    assert!(
+        resumed.stderr().contains("resuming after epoch 1"),
+        "{}",
+        resumed.stderr()
+    );
+    let rows = metrics_rows(&run);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[0].starts_with("1,") && rows[1].starts_with("2,"),
+        "{rows:?}"
+    );
+    assert!(!rows[1].contains("NaN"), "{rows:?}");
+}
+
+/// Holds `RUN/train.lock` as another `petal train` would (an exclusive `flock`, this process's
+/// id inside).
+fn hold_lock(run: &std::path::Path) -> std::fs::File {
+    std::fs::create_dir_all(run).unwrap();
+    let file = std::fs::File::create(run.join("train.lock")).unwrap();
+    file.try_lock().unwrap();
+    std::fs::write(run.join("train.lock"), format!("{}\n", std::process::id())).unwrap();
+    file
+}
+
+/// One writer per run folder: while another process holds a run, `train --resume` and a new
+/// `train` into its folder are refused at once naming the holder, and `export` / `predict`
+/// still read it; once the holder is gone (even killed with SIGKILL) the run continues.
+#[test]
+fn one_run_folder_takes_one_writer_and_a_killed_writer_lets_go() {
+    let dir = tempdir();
+    generated_photos(dir.path(), 12);
+    let pid = std::process::id().to_string();
+
+    // A new run into a folder someone holds.
+    let held = hold_lock(&dir.path().join("s"));
+    let err = petal(dir.path(), quick("s", &["--epochs", "1"])).failure();
+    assert!(
+        err.contains("s is being trained by process ") && err.contains(&pid),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("s/run.json").exists(),
+        "the refused run wrote into the folder"
+    );
+    drop(held);
+
+    // A run killed with SIGKILL right after its first checkpoint.
+    let epochs = ["--epochs", "3", "--stage-epochs", "polish=0"];
+    let mut child = std::process::Command::new(crate::util::petal_bin())
+        .current_dir(dir.path())
+        .args(quick("r", &epochs))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.path().join("r/checkpoints/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !state.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // While it trains, a second writer is refused naming it.
+    let err = petal(dir.path(), ["train", "--resume", "r", "--device", "cpu"]).failure();
+    assert!(
+        err.contains(&format!("r is being trained by process {}", child.id())),
+        "{err}"
+    );
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it was killed");
+
+    // Readers need no lock: export the last checkpoint while another process holds the run.
+    let held = hold_lock(&dir.path().join("r"));
+    petal(
+        dir.path(),
+        ["export", "r", "--checkpoint", "last", "-o", "early"],
+    )
+    .success();
+    let photo = crate::util::photo("chelsea.png");
+    predict_one(dir.path(), "early", &photo, &[]);
+    let err = petal(dir.path(), ["train", "--resume", "r", "--device", "cpu"]).failure();
+    assert!(err.contains(&format!("process {pid}")), "{err}");
+    drop(held);
+
+    // The killed run's lock died with it: the resume completes, no epoch missing or doubled.
+    petal(dir.path(), ["train", "--resume", "r", "--device", "cpu"]).success();
+    let rows = metrics_rows(&dir.path().join("r"));
+    let epochs: Vec<&str> = rows.iter().map(|r| r.split(',').next().unwrap()).collect();
+    assert_eq!(epochs, ["1", "2", "3"], "{rows:?}");
+    assert!(dir.path().join("r/bundle").is_dir());
+}

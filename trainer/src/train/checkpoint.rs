@@ -28,9 +28,14 @@ const FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    #[serde(with = "any_f64")]
     pub lr: f64,
+    #[serde(with = "any_f64")]
     pub train_loss: f64,
+    /// NaN when the run has no validation split.
+    #[serde(with = "any_f64")]
     pub val_loss: f64,
+    #[serde(with = "any_f64")]
     pub val_accuracy: f64,
     pub stage: String,
 }
@@ -39,6 +44,7 @@ pub struct EpochMetrics {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Best {
     pub epoch: usize,
+    #[serde(with = "any_f64")]
     pub val_accuracy: f64,
 }
 
@@ -54,6 +60,7 @@ pub struct State {
     /// Steps finished within the epoch in progress (non-zero after an interruption).
     pub step: usize,
     /// Sum of the losses and the number of images of those steps.
+    #[serde(with = "any_f64")]
     pub partial_loss: f64,
     pub partial_seen: usize,
     pub best: Option<Best>,
@@ -91,6 +98,47 @@ impl State {
     /// Epochs finished over all stages.
     pub fn epochs_done(&self) -> usize {
         self.metrics.len()
+    }
+}
+
+/// Any `f64`, NaN and infinities included, in a form that reads back. JSON has no number for
+/// them and serde_json writes them as `null`, which then fails to read as a number: a run
+/// without a validation split (validation loss NaN) would not read its own `state.json`. Finite
+/// values stay JSON numbers; the others are written as the strings `"NaN"`, `"inf"` and
+/// `"-inf"` (the spellings Rust and the `csv` file of the same rows use); `null` from an older
+/// file reads as NaN. In CSV the field is the number's text, as before.
+mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            s.serialize_f64(*value)
+        } else {
+            s.serialize_str(&value.to_string())
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Number(v) => Ok(v),
+            Repr::Null(()) => Ok(f64::NAN),
+            Repr::Text(text) => match text.trim() {
+                "NaN" | "nan" => Ok(f64::NAN),
+                "inf" | "+inf" | "infinity" => Ok(f64::INFINITY),
+                "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
+                other => other
+                    .parse()
+                    .map_err(|_| D::Error::custom(format!("expected a number, got {other:?}"))),
+            },
+        }
     }
 }
 
@@ -198,5 +246,60 @@ impl Checkpoints {
         fresh
             .from_bytes(Bytes::from_bytes_vec(self.read(file)?))
             .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", self.dir.join(file).display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(train_loss: f64, val_loss: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch: 1,
+            lr: 1e-3,
+            train_loss,
+            val_loss,
+            val_accuracy: 0.5,
+            stage: "finetune".into(),
+        }
+    }
+
+    /// NaN and infinities are written as named values and read back as themselves: the state
+    /// file of a run without validation (or of one that diverged) is still readable.
+    #[test]
+    fn state_with_non_finite_values_reads_back() {
+        let state = State {
+            partial_loss: f64::INFINITY,
+            best: Some(Best {
+                epoch: 1,
+                val_accuracy: f64::NAN,
+            }),
+            metrics: vec![row(f64::NEG_INFINITY, f64::NAN), row(0.25, 0.5)],
+            ..State::default()
+        };
+        let text = serde_json::to_string_pretty(&state).unwrap();
+        assert!(!text.contains("null"), "{text}");
+        assert!(text.contains("\"val_loss\": \"NaN\""), "{text}");
+        assert!(text.contains("\"partial_loss\": \"inf\""), "{text}");
+        assert!(text.contains("\"train_loss\": \"-inf\""), "{text}");
+        let back: State = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.partial_loss, f64::INFINITY);
+        assert!(back.best.unwrap().val_accuracy.is_nan());
+        assert_eq!(back.metrics[0].train_loss, f64::NEG_INFINITY);
+        assert!(back.metrics[0].val_loss.is_nan());
+        assert_eq!(back.metrics[1], state.metrics[1]);
+    }
+
+    /// A file written before non-finite values were named (`null`) still reads; anything else
+    /// that is not a number is refused with what was found.
+    #[test]
+    fn null_reads_as_nan_and_other_text_is_refused() {
+        let mut value = serde_json::to_value(row(0.5, 0.5)).unwrap();
+        value["val_loss"] = serde_json::Value::Null;
+        let back: EpochMetrics = serde_json::from_value(value.clone()).unwrap();
+        assert!(back.val_loss.is_nan());
+        value["val_loss"] = "lots".into();
+        let err = serde_json::from_value::<EpochMetrics>(value).unwrap_err();
+        assert!(err.to_string().contains("\"lots\""), "{err}");
     }
 }

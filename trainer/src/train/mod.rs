@@ -7,6 +7,7 @@
 //! `recipe.toml` (the resolved recipe), `split.json` and `checkpoints/`.
 
 pub mod checkpoint;
+pub mod lock;
 pub mod recipe;
 pub mod scaler;
 mod stage;
@@ -70,12 +71,13 @@ const READ_LOSS_EVERY: usize = 16;
 /// queued; the losses stay on the device and come back in one transfer every
 /// [`READ_LOSS_EVERY`] steps (and before the state is saved or reported).
 #[derive(Default)]
-struct PendingLosses(Vec<(Tensor<1>, usize)>);
+struct PendingLosses(Vec<(Tensor<1>, usize, usize)>);
 
 impl PendingLosses {
-    /// The mean loss of a batch of `n` images (`[1]`, detached from the graph).
-    fn push(&mut self, loss: Tensor<1>, n: usize) {
-        self.0.push((loss, n));
+    /// The mean loss of step `step` (1-based), a batch of `n` images (`[1]`, detached from the
+    /// graph).
+    fn push(&mut self, loss: Tensor<1>, n: usize, step: usize) {
+        self.0.push((loss, n, step));
     }
 
     fn len(&self) -> usize {
@@ -84,24 +86,72 @@ impl PendingLosses {
 
     /// Adds the pending losses to the epoch's running sums, in step order: the same sums, bit
     /// for bit, as adding each step's loss as soon as it was known, so a resumed run still
-    /// reproduces an uninterrupted one.
-    fn add_to(&mut self, state: &mut State) -> Result<()> {
+    /// reproduces an uninterrupted one. A loss that is not finite is left out of the sums (in
+    /// f16 the scaler skipped that step); the first such step is returned, with its loss.
+    fn add_to(&mut self, state: &mut State) -> Result<Option<(usize, f32)>> {
         if self.0.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let (losses, sizes): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0).into_iter().unzip();
+        let pending = std::mem::take(&mut self.0);
+        let losses = pending.iter().map(|(loss, ..)| loss.clone()).collect();
         let values = Tensor::cat(losses, 0)
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("cannot read the training losses: {e:?}"))?;
-        for (value, n) in values.into_iter().zip(sizes) {
+        let mut first_bad = None;
+        for (value, (_, n, step)) in values.into_iter().zip(pending) {
+            if !value.is_finite() {
+                first_bad = first_bad.or(Some((step, value)));
+                continue;
+            }
             state.partial_loss += f64::from(value) * n as f64;
             state.partial_seen += n;
         }
-        Ok(())
+        Ok(first_bad)
     }
 }
+
+/// The error a run ends with when its loss stopped being a number: the learning rate is too
+/// high for it (or the data holds something the network cannot digest). Nothing of the
+/// diverged epoch is saved; the checkpoint before it and the best epoch's bundle stay.
+#[derive(Debug)]
+pub struct Diverged {
+    pub run_dir: PathBuf,
+    pub epoch: usize,
+    /// 1-based step within the epoch; the number of steps when validation found it.
+    pub step: usize,
+    pub stage: String,
+    pub lr: f64,
+    /// The loss (or validation loss) that was not finite.
+    pub loss: f64,
+    /// Epochs the last good checkpoint holds (`None`: the run had none yet).
+    pub last_good: Option<usize>,
+    /// The best epoch's bundle, exported before stopping.
+    pub bundle: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let run = self.run_dir.display();
+        write!(
+            f,
+            "training diverged: the loss is {} at epoch {}, step {} (stage '{}', lr {:.3e}); \
+             lower the stage's lr in {run}/{RECIPE_FILE} and continue with: petal train --resume {run}",
+            self.loss, self.epoch, self.step, self.stage, self.lr
+        )?;
+        match self.last_good {
+            Some(epochs) => write!(f, " (from the checkpoint after epoch {epochs}")?,
+            None => write!(f, " (from the start: no epoch had finished")?,
+        }
+        match &self.bundle {
+            Some(bundle) => write!(f, "; the best epoch's bundle is {})", bundle.display()),
+            None => write!(f, ")"),
+        }
+    }
+}
+
+impl std::error::Error for Diverged {}
 
 /// Set by Ctrl-C: the loop saves a checkpoint after the step in progress and stops.
 static INTERRUPT: AtomicBool = AtomicBool::new(false);
@@ -143,6 +193,28 @@ pub fn check_data(spec: &RunSpec, recipe: &Recipe) -> Result<()> {
 
 /// Starts a new run in `out` (which must not hold one already).
 pub fn start(spec: &RunSpec, recipe: &Recipe, out: &Path, device: &Device) -> Result<TrainSummary> {
+    refuse_a_started_run(out)?;
+    recipe.validate()?;
+    // A bad data folder is an error before anything is written.
+    check_data(spec, recipe)?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    let _lock = lock::RunLock::acquire(out)?;
+    // Again under the lock: a run started in the same folder a moment ago has written its
+    // first checkpoint by now, or still holds the lock.
+    refuse_a_started_run(out)?;
+    let write = |name: &str, text: &str| {
+        let path = out.join(name);
+        write_atomic(&path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
+    write(RUN_FILE, &serde_json::to_string_pretty(spec)?)?;
+    write(RECIPE_FILE, &recipe.to_toml())?;
+    run(spec, recipe, out, device, false)
+}
+
+/// A new run never overwrites one that has a checkpoint.
+fn refuse_a_started_run(out: &Path) -> Result<()> {
     if out
         .join("checkpoints")
         .join(checkpoint::STATE_FILE)
@@ -153,19 +225,7 @@ pub fn start(spec: &RunSpec, recipe: &Recipe, out: &Path, device: &Device) -> Re
             out.display()
         );
     }
-    recipe.validate()?;
-    // A bad data folder is an error before anything is written.
-    check_data(spec, recipe)?;
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create run folder {}", out.display()))?;
-    let write = |name: &str, text: &str| {
-        let path = out.join(name);
-        write_atomic(&path, text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))
-    };
-    write(RUN_FILE, &serde_json::to_string_pretty(spec)?)?;
-    write(RECIPE_FILE, &recipe.to_toml())?;
-    run(spec, recipe, out, device, false)
+    Ok(())
 }
 
 /// Continues the run in `run_dir` from its last checkpoint (or from the start if it stopped
@@ -180,6 +240,7 @@ pub fn resume(run_dir: &Path, device: &Device, precision: PrecisionArg) -> Resul
             format!("{} is not a run folder: no {RUN_FILE}", run_dir.display())
         })?)
         .with_context(|| format!("{} is damaged", spec_path.display()))?;
+    let _lock = lock::RunLock::acquire(run_dir)?;
     let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
     if precision != PrecisionArg::Auto && precision != recipe.precision {
         bail!(
@@ -264,6 +325,8 @@ fn run(
         bar.set_prefix(format!("epoch {epoch}/{total_epochs} {}", stage.name));
         let chunks = epoch_batches(&split.train, recipe, epoch, state.step);
         let mut interrupted = false;
+        // The first step whose loss is not finite, with that loss.
+        let mut diverged = None;
         let (started, seen_before) = (std::time::Instant::now(), state.partial_seen);
         // The optimiser takes the network by value; the slot hands it over inside the closure.
         let mut slot = Some(model);
@@ -295,7 +358,7 @@ fn run(
                     // stochastic depth), so that a resumed run draws what it would have.
                     train_device.seed(batch_seed(recipe.seed, epoch, step));
                     let loss = loss_fn.forward(current.forward(x), y);
-                    pending.push(loss.clone().detach(), n);
+                    pending.push(loss.clone().detach(), n, step + 1);
                     let grads = match scaler.as_mut() {
                         None => Some(GradientsParams::from_grads(loss.backward(), &current)),
                         Some(scaler) => scaler.gradients(loss, &current),
@@ -310,7 +373,13 @@ fn run(
                 bar.inc(1);
                 let log_now = recipe.log_every > 0 && state.step % recipe.log_every == 0;
                 if log_now || pending.len() >= READ_LOSS_EVERY {
-                    pending.add_to(&mut state)?;
+                    let bad = pending.add_to(&mut state)?;
+                    // In f16 a non-finite loss is the scaler's business (it skipped the step
+                    // and lowered the scale); in f32 nothing brings the network back.
+                    if bad.is_some() && scaler.is_none() {
+                        diverged = bad;
+                        return Ok(false);
+                    }
                     let mean = state.partial_loss / state.partial_seen.max(1) as f64;
                     bar.set_message(format!("loss {mean:.4} lr {lr:.2e}"));
                     if log_now {
@@ -321,7 +390,24 @@ fn run(
                 Ok(!interrupted)
             },
         )?;
-        pending.add_to(&mut state)?;
+        let bad = pending.add_to(&mut state)?;
+        if scaler.is_none() {
+            diverged = diverged.or(bad);
+        }
+        if let Some((step, loss)) = diverged {
+            bar.abandon();
+            return Err(diverged_run(
+                out,
+                device,
+                &state,
+                &ckpt,
+                epoch,
+                step,
+                f64::from(loss),
+                lr,
+                &stage.name,
+            ));
+        }
         let skipped_before = state.scaler.as_ref().map_or(0, |s| s.skipped_steps);
         state.scaler.clone_from(&scaler);
         model = slot.context("the network was lost in a failed step")?;
@@ -340,10 +426,26 @@ fn run(
         let images_per_s =
             (state.partial_seen - seen_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let valid = model.valid();
-        let (val_loss, val_accuracy) =
-            evaluate(&valid, &split.val, &pre, recipe.batch_size, device)?
-                .unwrap_or((f64::NAN, f64::NAN));
+        let validation = evaluate(&valid, &split.val, &pre, recipe.batch_size, device)?;
+        // No validation split (or no readable image in it): NaN, the best epoch is the last.
+        let (val_loss, val_accuracy) = validation.unwrap_or((f64::NAN, f64::NAN));
         let train_loss = state.partial_loss / state.partial_seen.max(1) as f64;
+        // A network whose weights overflowed can still give finite training losses for a
+        // step or two; validation (when there is any) catches it before it is saved.
+        if validation.is_some() && !val_loss.is_finite() {
+            bar.abandon();
+            return Err(diverged_run(
+                out,
+                device,
+                &state,
+                &ckpt,
+                epoch,
+                steps_per_epoch,
+                val_loss,
+                lr,
+                &stage.name,
+            ));
+        }
         let overflow = match &scaler {
             Some(s) => format!(
                 ", loss scale {}, {} steps skipped (f16 overflow)",
@@ -380,6 +482,50 @@ fn run(
     }
     bar.finish_and_clear();
     finish(out, &split.test, &pre, recipe, device, &state)
+}
+
+/// Stops a run that diverged: exports the best epoch so far as the run's bundle (a diverged
+/// run still leaves a usable model) and says where it stopped and how to go on.
+#[allow(clippy::too_many_arguments)]
+fn diverged_run(
+    out: &Path,
+    device: &Device,
+    state: &State,
+    ckpt: &Checkpoints,
+    epoch: usize,
+    step: usize,
+    loss: f64,
+    lr: f64,
+    stage: &str,
+) -> anyhow::Error {
+    let bundle = match state.best {
+        Some(_) => match export_best(out, device) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                return e.context("training diverged, and the best epoch could not be exported");
+            }
+        },
+        None => None,
+    };
+    Diverged {
+        run_dir: out.to_path_buf(),
+        epoch,
+        step,
+        stage: stage.to_string(),
+        lr,
+        loss,
+        last_good: ckpt.exists().then(|| state.epochs_done()),
+        bundle,
+    }
+    .into()
+}
+
+/// Writes the best epoch's network as `out/bundle`.
+fn export_best(out: &Path, device: &Device) -> Result<PathBuf> {
+    let (meta, model) = exported(out, Which::Best, device)?;
+    let dir = out.join("bundle");
+    Bundle::new(meta, model)?.save(&dir)?;
+    Ok(dir)
 }
 
 /// The network the run continues from: the checkpoint when resuming, else torchvision's
