@@ -213,6 +213,28 @@ fn quick(out: &str, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// Starts `petal train` (the quick flags, run folder `out`, `extra`) in `dir` and returns it
+/// once its first checkpoint is on disk, output piped.
+fn spawn_until_checkpoint(dir: &std::path::Path, out: &str, extra: &[&str]) -> std::process::Child {
+    let child = std::process::Command::new(crate::util::petal_bin())
+        .current_dir(dir)
+        .args(quick(out, extra))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = dir.join(out).join("checkpoints/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !state.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
 #[test]
 fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
     let dir = tempdir();
@@ -223,22 +245,7 @@ fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
     straight.success();
 
     // The same run, interrupted with SIGINT once the first checkpoint is on disk.
-    let child = std::process::Command::new(crate::util::petal_bin())
-        .current_dir(dir.path())
-        .args(quick("b", &epochs))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let state = dir.path().join("b/checkpoints/state.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !state.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint after 300 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = spawn_until_checkpoint(dir.path(), "b", &epochs);
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -678,22 +685,7 @@ fn one_run_folder_takes_one_writer_and_a_killed_writer_lets_go() {
 
     // A run killed with SIGKILL right after its first checkpoint.
     let epochs = ["--epochs", "3", "--stage-epochs", "polish=0"];
-    let mut child = std::process::Command::new(crate::util::petal_bin())
-        .current_dir(dir.path())
-        .args(quick("r", &epochs))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = dir.path().join("r/checkpoints/state.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !state.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint after 300 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let mut child = spawn_until_checkpoint(dir.path(), "r", &epochs);
     // While it trains, a second writer is refused naming it.
     let err = petal(dir.path(), ["train", "--resume", "r", "--device", "cpu"]).failure();
     assert!(

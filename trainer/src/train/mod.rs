@@ -394,18 +394,24 @@ fn run(
         if scaler.is_none() {
             diverged = diverged.or(bad);
         }
+        // Where this epoch stopped being a number, if it did.
+        let diverged_at = |step, loss| Diverged {
+            run_dir: out.to_path_buf(),
+            epoch,
+            step,
+            stage: stage.name.clone(),
+            lr,
+            loss,
+            last_good: None,
+            bundle: None,
+        };
         if let Some((step, loss)) = diverged {
             bar.abandon();
-            return Err(diverged_run(
-                out,
-                device,
+            return Err(stop_diverged(
+                diverged_at(step, f64::from(loss)),
                 &state,
                 &ckpt,
-                epoch,
-                step,
-                f64::from(loss),
-                lr,
-                &stage.name,
+                device,
             ));
         }
         let skipped_before = state.scaler.as_ref().map_or(0, |s| s.skipped_steps);
@@ -434,16 +440,11 @@ fn run(
         // step or two; validation (when there is any) catches it before it is saved.
         if validation.is_some() && !val_loss.is_finite() {
             bar.abandon();
-            return Err(diverged_run(
-                out,
-                device,
+            return Err(stop_diverged(
+                diverged_at(steps_per_epoch, val_loss),
                 &state,
                 &ckpt,
-                epoch,
-                steps_per_epoch,
-                val_loss,
-                lr,
-                &stage.name,
+                device,
             ));
         }
         let overflow = match &scaler {
@@ -484,40 +485,24 @@ fn run(
     finish(out, &split.test, &pre, recipe, device, &state)
 }
 
-/// Stops a run that diverged: exports the best epoch so far as the run's bundle (a diverged
-/// run still leaves a usable model) and says where it stopped and how to go on.
-#[allow(clippy::too_many_arguments)]
-fn diverged_run(
-    out: &Path,
-    device: &Device,
+/// Stops a run that diverged at `at`: exports the best epoch so far as the run's bundle (a
+/// diverged run still leaves a usable model) and names the last good checkpoint.
+fn stop_diverged(
+    mut at: Diverged,
     state: &State,
     ckpt: &Checkpoints,
-    epoch: usize,
-    step: usize,
-    loss: f64,
-    lr: f64,
-    stage: &str,
+    device: &Device,
 ) -> anyhow::Error {
-    let bundle = match state.best {
-        Some(_) => match export_best(out, device) {
-            Ok(dir) => Some(dir),
+    if state.best.is_some() {
+        match export_best(&at.run_dir, device) {
+            Ok(dir) => at.bundle = Some(dir),
             Err(e) => {
                 return e.context("training diverged, and the best epoch could not be exported");
             }
-        },
-        None => None,
-    };
-    Diverged {
-        run_dir: out.to_path_buf(),
-        epoch,
-        step,
-        stage: stage.to_string(),
-        lr,
-        loss,
-        last_good: ckpt.exists().then(|| state.epochs_done()),
-        bundle,
+        }
     }
-    .into()
+    at.last_good = ckpt.exists().then(|| state.epochs_done());
+    at.into()
 }
 
 /// Writes the best epoch's network as `out/bundle`.
