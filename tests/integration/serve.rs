@@ -49,11 +49,17 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// `petal serve` with `extra` arguments (limits) after the usual ones.
+    fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(petal_bin())
             .current_dir(dir)
             .args([
                 "serve", "--model", "bundle", "--page", "page", "--port", "0",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -80,6 +86,31 @@ impl Serve {
             }
         });
         Serve { child, addr, log }
+    }
+
+    /// A connection with `head` sent (possibly an unfinished request), nothing read yet.
+    fn send(&self, head: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+    }
+
+    /// The server's thread count and resident memory (KiB), from `/proc`.
+    #[cfg(target_os = "linux")]
+    fn threads_and_rss(&self) -> (usize, usize) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| -> usize {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {status}"))
+        };
+        (field("Threads:"), field("VmRSS:"))
     }
 
     fn get(&self, target: &str, headers: &[(&str, &str)]) -> Reply {
@@ -426,4 +457,229 @@ fn serve_gzips_the_page_for_browsers_that_accept_it_and_never_the_weights() {
     let weights = server.get("/model/model.bpk", &accept);
     assert_eq!(weights.header("Content-Encoding"), None);
     assert_eq!(weights.body, WEIGHTS);
+}
+
+/// Reads `stream` until the server closes it, up to `within`: `true` when it did (EOF or reset).
+fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64 * 1024];
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) if std::time::Instant::now() < deadline => continue,
+            Ok(_) => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn serve_answers_503_past_its_connection_cap_and_drops_slow_and_idle_clients() {
+    let dir = site();
+    let server = Serve::start_with(dir.path(), &["--max-connections", "2", "--timeout", "1"]);
+    let host = format!("Host: {}\r\n", server.addr);
+    // A client that never finishes its request head (slowloris) ...
+    let mut slow = server.send(&format!("GET /index.html HTTP/1.1\r\n{host}X-Slow: 1\r\n"));
+    // ... and one that keeps its connection alive after an answer, then goes quiet.
+    let mut idle = server.send(&format!("GET /app.js HTTP/1.1\r\n{host}\r\n"));
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "the kept-alive client is served");
+
+    // Both slots are taken: the next client is told so, with a time to come back.
+    let busy = server.get("/index.html", &[]);
+    assert_eq!(busy.status, 503, "{busy:?}");
+    assert_eq!(busy.header("Retry-After"), Some("1"));
+    assert!(String::from_utf8_lossy(&busy.body).contains("too many connections"));
+
+    // After the timeout both are disconnected, and their slots serve others again.
+    assert!(
+        closed_by_server(&mut slow, Duration::from_secs(5)),
+        "a client that never finished its request was kept"
+    );
+    assert!(
+        closed_by_server(&mut idle, Duration::from_secs(5)),
+        "an idle kept-alive client was kept"
+    );
+    let again = server.get("/index.html", &[]);
+    assert_eq!(again.status, 200, "{again:?}");
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l == "503 GET /index.html"),
+        "the refusal is logged: {log:?}"
+    );
+}
+
+/// Pseudo-random bytes (they do not compress: the kernel's socket buffers hold them as sent).
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn serve_drops_a_client_that_stops_reading_a_download() {
+    let dir = site();
+    // Far more than loopback's socket buffers hold, so the server's writes stall.
+    let big = noise(48 << 20, 7);
+    std::fs::write(dir.path().join("page/big.bin"), &big).unwrap();
+    let server = Serve::start_with(dir.path(), &["--max-connections", "1", "--timeout", "1"]);
+    let mut stalled = server.send(&format!(
+        "GET /big.bin HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    ));
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The stalled download holds the only slot ...
+    assert_eq!(server.get("/index.html", &[]).status, 503);
+    // ... until the write deadline passes; it never gets the whole file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let freed = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let status = server.get("/index.html", &[]).status;
+        if status == 200 || std::time::Instant::now() > deadline {
+            break status;
+        }
+    };
+    assert_eq!(freed, 200, "the stalled client's slot was never freed");
+    let mut rest = Vec::new();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stalled.read_to_end(&mut rest);
+    assert!(
+        rest.len() < big.len(),
+        "a client that stopped reading still got all {} bytes",
+        big.len()
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_holds_a_few_hundred_clients_with_every_download_intact_and_settles_after() {
+    const DOWNLOADERS: usize = 200;
+    const STALLED: usize = 100;
+    const SOAK: Duration = Duration::from_secs(3);
+    let dir = site();
+    let weights = noise(3 << 20, 11);
+    std::fs::write(dir.path().join("bundle/model.bpk"), &weights).unwrap();
+    let module: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("page/petal-web_bg.wasm"), &module).unwrap();
+    let server = Arc::new(Serve::start_with(dir.path(), &["--max-connections", "512"]));
+    // The gzip cache filled, then the resting size.
+    let accept = [("Accept-Encoding", "gzip")];
+    assert_eq!(server.get("/petal-web_bg.wasm", &accept).status, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    let (rest_threads, rest_rss) = server.threads_and_rss();
+
+    let expected: Arc<Vec<(&str, Vec<u8>)>> = Arc::new(vec![
+        ("/model/model.bpk", weights.clone()),
+        ("/petal-web_bg.wasm", module.clone()),
+        (
+            "/index.html",
+            b"<!doctype html><title>petal</title>".to_vec(),
+        ),
+    ]);
+    // One round: STALLED idle connections held open while DOWNLOADERS clients download for
+    // SOAK, every body checked; then the server is left to settle.
+    let round = || {
+        let stalled: Vec<TcpStream> = (0..STALLED)
+            .map(|_| server.send("GET /index.html HTTP/1.1\r\n"))
+            .collect();
+        let end = std::time::Instant::now() + SOAK;
+        let peak = Arc::new(Mutex::new(0usize));
+        let clients: Vec<_> = (0..DOWNLOADERS)
+            .map(|i| {
+                let (server, expected, peak) = (
+                    Arc::clone(&server),
+                    Arc::clone(&expected),
+                    Arc::clone(&peak),
+                );
+                std::thread::spawn(move || {
+                    let mut downloads = 0usize;
+                    while std::time::Instant::now() < end {
+                        let (target, want) = &expected[(i + downloads) % expected.len()];
+                        let gzip = downloads.is_multiple_of(2);
+                        let reply = server.get(target, if gzip { &accept } else { &[] });
+                        assert_eq!(reply.status, 200, "{target}");
+                        let body = if reply.header("Content-Encoding") == Some("gzip") {
+                            let mut out = Vec::new();
+                            flate2::read::GzDecoder::new(&reply.body[..])
+                                .read_to_end(&mut out)
+                                .unwrap();
+                            out
+                        } else {
+                            reply.body
+                        };
+                        assert!(
+                            body.len() == want.len()
+                                && crc32fast::hash(&body) == crc32fast::hash(want),
+                            "{target}: {} bytes arrived damaged",
+                            body.len()
+                        );
+                        downloads += 1;
+                        if downloads.is_multiple_of(16) {
+                            let threads = server.threads_and_rss().0;
+                            let mut peak = peak.lock().unwrap();
+                            *peak = (*peak).max(threads);
+                        }
+                    }
+                    downloads
+                })
+            })
+            .collect();
+        let downloads: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+        let loaded_rss = server.threads_and_rss().1;
+        drop(stalled);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let settled = loop {
+            let now = server.threads_and_rss();
+            if now.0 <= rest_threads || std::time::Instant::now() > deadline {
+                break now;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let peak = *peak.lock().unwrap();
+        (downloads, peak, loaded_rss, settled)
+    };
+    let (first_downloads, first_peak, first_loaded, (first_threads, first_rss)) = round();
+    let (downloads, peak, loaded, (after_threads, after_rss)) = round();
+    eprintln!(
+        "soak: {first_downloads} then {downloads} intact downloads by {DOWNLOADERS} clients \
+         beside {STALLED} stalled ones, {SOAK:?} each; threads {rest_threads} at rest, \
+         {first_peak}/{peak} at most, {first_threads}/{after_threads} after; resident {} MiB at \
+         rest, {}/{} MiB under load, {}/{} MiB after",
+        rest_rss / 1024,
+        first_loaded / 1024,
+        loaded / 1024,
+        first_rss / 1024,
+        after_rss / 1024,
+    );
+    assert!(downloads >= DOWNLOADERS, "{downloads} downloads");
+    assert!(
+        first_peak.max(peak) <= rest_threads + 8,
+        "{} threads for {} connections: threads grow with clients",
+        first_peak.max(peak),
+        DOWNLOADERS + STALLED
+    );
+    assert!(
+        first_threads <= rest_threads && after_threads <= rest_threads,
+        "threads left after the soak: {first_threads}, then {after_threads} (rest {rest_threads})"
+    );
+    // The allocator keeps some of what a burst used; a second burst must not add to it.
+    assert!(
+        first_rss <= rest_rss + 64 * 1024 && after_rss <= first_rss + 24 * 1024,
+        "resident memory grew: {rest_rss} KiB at rest, {first_rss} after one round, \
+         {after_rss} after two"
+    );
 }

@@ -12,27 +12,57 @@
 //! bundle's weights are sent as they are: half-precision floats barely compress, and the
 //! page's progress bar counts their bytes against `Content-Length`.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use futures_util::TryStreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 use petal_shared::bundle::{BundleMeta, META_FILE};
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tiny_http::{Header, Method, Request, Response, ResponseBox, Server};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
+use tokio_util::io::ReaderStream;
 
 /// URL prefix of the bundle: where the page looks for `petal.json` by default.
 pub const MODEL_PREFIX: &str = "/model/";
 
-/// Requests served at once. The weights are one large download while the page's small files
-/// arrive in parallel; a handful of workers keeps one from waiting on the other.
-const WORKERS: usize = 8;
+/// Threads that run connections. Serving files waits on sockets, not on the CPU; two keep one
+/// slow gzip of a cold file from holding up everything else.
+const RUNTIME_THREADS: usize = 2;
+
+/// Threads that read files and compress them (tokio's blocking pool): the most at once.
+const FILE_THREADS: usize = 8;
+
+/// Connections past the cap that are still answered `503`; beyond these they are closed at once.
+const REFUSALS: usize = 64;
+
+/// How long a refused client has to send its request before it is closed unanswered.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes read from a file per body chunk. hyper queues at most 16 chunks for a client that
+/// reads slowly, so this bounds what one download holds in memory (~0.5 MiB).
+const CHUNK: usize = 32 * 1024;
+
+/// Largest request head (request line and headers) read; a longer one gets `431`.
+const MAX_HEAD: usize = 64 * 1024;
 
 /// Serve the web page with a bundle: `http://127.0.0.1:8080/` classifies with BUNDLE.
 #[derive(clap::Args, Debug)]
@@ -52,21 +82,25 @@ pub struct Args {
     /// Open the page in the default browser.
     #[arg(long)]
     open: bool,
+    /// Connections served at once; more are answered `503 Service Unavailable`.
+    #[arg(long, default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections: u32,
+    /// Seconds a client may take to send its request, stay idle between requests, or leave a
+    /// download unread before it is disconnected.
+    #[arg(long, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let site = Site::new(&args.page, &args.model)?;
-    let server = Server::http(SocketAddr::new(args.host, args.port)).map_err(|e| {
-        anyhow!(
-            "cannot listen on {}:{}: {e} (is another server using the port? try --port)",
-            args.host,
-            args.port
-        )
+    let site = Arc::new(Site::new(&args.page, &args.model)?);
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} (is another server using the port? try --port)")
     })?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .context("the server is not listening on an IP address")?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
     // A wildcard address is not something a browser can open; this machine answers on it too.
     let shown_host = if bound.ip().is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
@@ -86,16 +120,124 @@ pub fn run(args: Args) -> Result<ExitCode> {
     {
         log::warn!("cannot open a browser ({e}); open {url} yourself");
     }
-    std::thread::scope(|scope| {
-        for _ in 0..WORKERS {
-            scope.spawn(|| {
-                for request in server.incoming_requests() {
-                    site.handle(request);
-                }
-            });
-        }
-    });
+    let limits = Limits {
+        connections: args.max_connections as usize,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_THREADS)
+        .max_blocking_threads(FILE_THREADS)
+        // Idle file threads go soon: after a burst the process is back to its resting size.
+        .thread_keep_alive(Duration::from_secs(2))
+        .thread_name("petal-serve")
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("cannot start the server's runtime")?;
+    runtime.block_on(async {
+        let listener = TcpListener::from_std(listener)?;
+        accept(listener, site, limits).await
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What one server holds open at most, and how long it waits on a client.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    connections: usize,
+    timeout: Duration,
+}
+
+/// Accepts for ever: each connection under the cap is served on its own task; past the cap it
+/// is answered `503` (while [`REFUSALS`] allows) or closed.
+async fn accept(listener: TcpListener, site: Arc<Site>, limits: Limits) -> std::io::Result<()> {
+    let served = Arc::new(Semaphore::new(limits.connections));
+    let refused = Arc::new(Semaphore::new(REFUSALS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait for connections to close, keep serving.
+                log::warn!("cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if let Ok(permit) = Arc::clone(&served).try_acquire_owned() {
+            tokio::spawn(serve_connection(stream, Arc::clone(&site), limits, permit));
+        } else if let Ok(permit) = Arc::clone(&refused).try_acquire_owned() {
+            tokio::spawn(refuse_connection(stream, permit));
+        }
+    }
+}
+
+/// One client's connection, kept alive across requests until it is idle for `timeout`, sends
+/// its request head too slowly, or leaves a response unread for `timeout`.
+async fn serve_connection(
+    stream: TcpStream,
+    site: Arc<Site>,
+    limits: Limits,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limits.timeout));
+    let service = service_fn(move |request| {
+        let site = Arc::clone(&site);
+        async move { Ok::<_, Infallible>(site.answer(request).await) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Started whenever a request head is awaited: a slow sender and an idle keep-alive
+        // connection alike are closed after it.
+        .header_read_timeout(limits.timeout)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(Box::pin(stream)), service)
+        .await;
+    if let Err(e) = served {
+        // The browser went away mid-download, timed out, or sent something that is not HTTP.
+        log::debug!("connection closed: {e}");
+    }
+}
+
+/// A connection past the cap: its request is read (briefly) and answered `503` with
+/// `Retry-After`, then the connection closes.
+async fn refuse_connection(stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(REFUSAL_TIMEOUT));
+    let service = service_fn(|request: Request<Incoming>| async move {
+        let mut response = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections: try again in a moment\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        access_log(response.status(), request.method(), request.uri());
+        Ok::<_, Infallible>(response)
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(Box::pin(stream)), service)
+        .await;
+}
+
+/// A response body: a file streamed in chunks, or bytes in memory.
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// An access log line per request: what a user watching the terminal wants to see, and what
+/// the browser test counts to tell a download (200) from a revalidation (304). Not `println!`:
+/// a closed stdout (`petal serve | head`) must not take the server down.
+fn access_log(status: StatusCode, method: &Method, uri: &hyper::Uri) {
+    let url = uri.to_string();
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{} {method} {}",
+        status.as_u16(),
+        url.escape_debug()
+    );
 }
 
 /// The two folders a request may reach, canonicalised once so that every resolved file can be
@@ -186,31 +328,37 @@ impl Site {
         (file.starts_with(root) && file.is_file()).then_some(file)
     }
 
-    fn handle(&self, request: Request) {
-        let (status, response) = self.respond(&request);
-        let url = request.url().escape_debug().to_string();
-        // An access log line per request: what a user watching the terminal wants to see, and
-        // what the browser test counts to tell a download (200) from a revalidation (304).
-        // Not `println!`: a closed stdout (`petal serve | head`) must not kill a worker.
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "{status} {} {url}",
-            request.method()
-        );
-        if let Err(e) = request.respond(response) {
-            // The browser went away mid-download (tiny_http already ignores resets).
-            log::debug!("answering {url}: {e}");
-        }
+    /// Answers one request. File work (resolving, reading, compressing a cold file) runs on the
+    /// blocking pool, never on a connection thread.
+    async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let (parts, _body) = request.into_parts();
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let response = tokio::task::spawn_blocking(move || {
+            self.respond(&parts.method, &parts.uri, &parts.headers)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            log::warn!("answering {uri}: {e}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        });
+        access_log(response.status(), &method, &uri);
+        response
     }
 
-    fn respond(&self, request: &Request) -> (u16, ResponseBox) {
-        if !matches!(request.method(), Method::Get | Method::Head) {
-            let response = text(405, "only GET and HEAD are served\n")
-                .with_header(header("Allow", "GET, HEAD"));
-            return (405, response);
+    fn respond(&self, method: &Method, uri: &hyper::Uri, headers: &HeaderMap) -> Response<Body> {
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
         }
-        let Some(path) = self.resolve(request.url()) else {
-            return (404, text(404, "not found\n"));
+        let not_found = || text(StatusCode::NOT_FOUND, "not found\n");
+        let Some(path) = self.resolve(uri.path()) else {
+            return not_found();
         };
         let (file, meta) = match File::open(&path).and_then(|f| {
             let m = f.metadata()?;
@@ -219,67 +367,66 @@ impl Site {
             Ok(pair) => pair,
             Err(e) => {
                 log::warn!("cannot read {}: {e}", path.display());
-                return (404, text(404, "not found\n"));
+                return not_found();
             }
         };
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         let mut validators = Validators::new(meta.len(), modified);
         let compressible = path.starts_with(&self.page) && compressible(&path);
-        let gzip = compressible && accepts_gzip(request);
+        let gzip = compressible && accepts_gzip(headers);
         if gzip {
             // A second representation of the file: its own strong validator (RFC 9110 §8.8.3).
             validators
                 .etag
                 .insert_str(validators.etag.len() - 1, "-gzip");
         }
-        let mut common = vec![
-            header("ETag", &validators.etag),
-            header("Last-Modified", &validators.last_modified),
-            // Always revalidate: a rebuilt page or re-exported bundle shows up on reload.
-            header("Cache-Control", "no-cache"),
-        ];
+        let mut response = Response::new(empty());
+        let out = response.headers_mut();
+        out.insert(header::ETAG, value(&validators.etag));
+        out.insert(header::LAST_MODIFIED, value(&validators.last_modified));
+        // Always revalidate: a rebuilt page or re-exported bundle shows up on reload.
+        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         if compressible {
             // Caches must key the page's files on the encoding they asked for.
-            common.push(header("Vary", "Accept-Encoding"));
+            out.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
-        if validators.not_modified(request) {
-            let mut response = Response::empty(304).boxed();
-            for h in common {
-                response.add_header(h);
-            }
-            return (304, response);
+        if validators.not_modified(headers) {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return response;
         }
-        let mut headers = vec![
-            header("Content-Type", content_type(&path)),
-            header("X-Content-Type-Options", "nosniff"),
-        ];
-        let (body, length): (Box<dyn Read + Send>, u64) = if gzip {
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(&path)),
+        );
+        out.insert(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        );
+        let (body, length) = if gzip {
             match self.gzip(&path, file, &validators.etag) {
                 Ok(bytes) => {
-                    headers.push(header("Content-Encoding", "gzip"));
-                    let len = bytes.len() as u64;
-                    (Box::new(std::io::Cursor::new(SharedBytes(bytes))), len)
+                    out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                    let length = bytes.len() as u64;
+                    let body = Full::new(Bytes::from_owner(SharedBytes(bytes)))
+                        .map_err(|never| match never {})
+                        .boxed();
+                    (body, length)
                 }
                 Err(e) => {
                     log::warn!("cannot read {}: {e}", path.display());
-                    return (500, text(500, "cannot read the file\n"));
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n");
                 }
             }
         } else {
-            (Box::new(file), meta.len())
+            (file_body(file), meta.len())
         };
-        let Ok(length) = usize::try_from(length) else {
-            return (500, text(500, "file too large\n"));
-        };
-        let mut response = Response::new(200.into(), headers, body, Some(length), None)
-            .boxed()
-            // tiny_http switches to chunked encoding above 32 KiB by default, which drops the
-            // Content-Length the page's progress bar needs; the length is known, so send it.
-            .with_chunked_threshold(usize::MAX);
-        for h in common {
-            response.add_header(h);
+        // The page's progress bar counts the weights' bytes against it (hyper keeps it for HEAD
+        // and sends no body there).
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if method != Method::HEAD {
+            *response.body_mut() = body;
         }
-        (200, response)
+        response
     }
 
     /// The gzipped bytes of `path` at the version `etag` names, compressed on first use. Two
@@ -314,7 +461,7 @@ fn poisoned() -> std::io::Error {
     std::io::Error::other("a worker panicked while holding the gzip cache")
 }
 
-/// Shared compressed bytes as a response body (`Cursor` needs `AsRef<[u8]>`).
+/// Shared compressed bytes as a response body, without a copy (`Bytes::from_owner`).
 struct SharedBytes(Arc<Vec<u8>>);
 
 impl AsRef<[u8]> for SharedBytes {
@@ -338,12 +485,12 @@ fn compressible(path: &Path) -> bool {
 
 /// Whether `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): `gzip` or `*` with a non-zero
 /// quality.
-fn accepts_gzip(request: &Request) -> bool {
-    request
-        .headers()
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
         .iter()
-        .filter(|h| h.field.equiv("Accept-Encoding"))
-        .flat_map(|h| h.value.as_str().split(','))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
         .any(|coding| {
             let mut parts = coding.split(';').map(str::trim);
             let name = parts.next().unwrap_or_default();
@@ -374,21 +521,15 @@ impl Validators {
 
     /// RFC 9110 §13.2.2: `If-None-Match` decides when present (weak comparison, `*` matches);
     /// otherwise `If-Modified-Since`, at the one-second resolution of HTTP dates.
-    fn not_modified(&self, request: &Request) -> bool {
-        let value = |name: &'static str| {
-            request
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv(name))
-                .map(|h| h.value.as_str().to_owned())
-        };
-        if let Some(tags) = value("If-None-Match") {
+    fn not_modified(&self, headers: &HeaderMap) -> bool {
+        let value = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(tags) = value(header::IF_NONE_MATCH) {
             return tags.split(',').map(str::trim).any(|tag| {
                 tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag.as_str()
             });
         }
-        if let Some(since) = value("If-Modified-Since")
-            && let Ok(since) = httpdate::parse_http_date(&since)
+        if let Some(since) = value(header::IF_MODIFIED_SINCE)
+            && let Ok(since) = httpdate::parse_http_date(since)
         {
             let since = since
                 .duration_since(UNIX_EPOCH)
@@ -428,16 +569,33 @@ pub fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    // Names are ours and values are ASCII (HTTP dates, hex ETags, MIME types).
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header")
+/// A header value we made: HTTP dates, hex ETags and MIME types are visible ASCII.
+fn value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("ASCII header value")
 }
 
-fn text(status: u16, body: &str) -> ResponseBox {
-    Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
-        .boxed()
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A file's bytes, read [`CHUNK`] at a time as the client takes them.
+fn file_body(file: File) -> Body {
+    let chunks = ReaderStream::with_capacity(tokio::fs::File::from_std(file), CHUNK);
+    StreamBody::new(chunks.map_ok(Frame::data)).boxed()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// Opens `url` with the platform's default browser.
