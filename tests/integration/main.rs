@@ -5,6 +5,7 @@ mod cli;
 mod download;
 mod eval;
 mod explain;
+mod hostile;
 mod import_errors;
 mod parity;
 mod reference;
