@@ -71,20 +71,31 @@ function wasmUrls() {
   return { glue: js.href, wasm: wasm.href };
 }
 
+// A worker that has stopped (an uncaught error in it, or a trap in its wasm module) answers
+// nothing more: its pending calls fail with `fatal` set and `stopped` is true until `start`.
 const worker = {
   w: null,
   nextId: 0,
   waiting: new Map(),
+  stopped: false,
   start() {
-    this.w = new Worker(new URL("worker.js", location.href), { type: "module" });
-    this.w.onmessage = ({ data }) => {
+    if (this.w) this.w.terminate();
+    this.stopped = false;
+    const w = new Worker(new URL("worker.js", location.href), { type: "module" });
+    this.w = w;
+    w.onmessage = ({ data }) => {
       const call = this.waiting.get(data.id);
       this.waiting.delete(data.id);
-      data.ok ? call.resolve(data.value) : call.reject(new Error(data.error));
+      if (data.fatal) this.stopped = true;
+      data.ok ? call.resolve(data.value) : call.reject(Object.assign(new Error(data.error), { fatal: !!data.fatal }));
     };
-    this.w.onerror = (e) => {
+    w.onerror = (e) => {
       e.preventDefault();
-      const error = new Error(`the inference worker failed: ${e.message || "no message"}`);
+      if (w !== this.w) return;
+      this.stopped = true;
+      const error = Object.assign(new Error(`the inference worker stopped: ${e.message || "no message"}`), {
+        fatal: true,
+      });
       for (const call of this.waiting.values()) call.reject(error);
       this.waiting.clear();
     };
@@ -262,6 +273,18 @@ async function loadModel() {
     throw new Error(`The model bundle at ${modelBase.href} cannot be loaded: ${errText(e)}`);
   }
   state.loadMs = performance.now() - t0;
+  // A stopped worker is replaced by a new one with the same model: the weights come back from
+  // the Cache API (revalidated, not downloaded again) or, without it, from the server.
+  state.restartWorker = async () => {
+    worker.start();
+    const ready = worker.call("init", wasmUrls());
+    ready.catch(() => {});
+    const { bytes } = await fetchCached(cache, weightsUrl);
+    await ready;
+    await worker.call("load", { meta: metaBytes, weights: bytes.buffer, requested: requestedBackend }, [bytes.buffer]);
+    state.restarts = (state.restarts || 0) + 1;
+    body.dataset.workerRestarts = String(state.restarts);
+  };
   state.startup.modelMs = loaded.loadMs;
   state.backend = loaded.backend;
   state.dispatch = dispatchSize(loaded.backend);
@@ -437,14 +460,17 @@ async function classifyGroup(group) {
     group.map(({ item }) => item.file.arrayBuffer().then((bytes) => ({ bytes }), (e) => ({ error: errText(e) }))),
   );
   const files = read.filter((r) => r.bytes).map((r) => r.bytes);
+  const heat = { maxSide: HEAT_SIDE, method: state.camMethod };
   let outs = [];
   if (files.length) {
     try {
-      const heat = { maxSide: HEAT_SIDE, method: state.camMethod };
+      if (worker.stopped) await state.restartWorker();
       outs = await worker.call("classifyBatch", { files, k: TOP_K, heat }, files);
     } catch (e) {
-      // The pass itself failed (the device was lost, say): each of its photos says why.
-      outs = files.map(() => ({ error: errText(e) }));
+      outs = e.fatal
+        ? await oneByOne(group.filter((_, i) => read[i].bytes), heat)
+        : // The pass itself failed (the device was lost, say): each of its photos says why.
+          files.map(() => ({ error: errText(e) }));
     }
   }
   let next = 0;
@@ -453,6 +479,25 @@ async function classifyGroup(group) {
     if (out.error) showFailure(card, out.error);
     else showResult(item.path, card, out);
   });
+}
+
+// The worker stopped during a pass (a photo crashed the wasm module, or its memory ran out):
+// each photo of the pass goes alone to a new worker, so that only a photo that stops it again
+// fails, with that as its error, and the page goes on with the next ones.
+async function oneByOne(group, heat) {
+  const outs = [];
+  for (const { item } of group) {
+    try {
+      if (worker.stopped) await state.restartWorker();
+      const bytes = await item.file.arrayBuffer();
+      outs.push((await worker.call("classifyBatch", { files: [bytes], k: TOP_K, heat }, [bytes]))[0]);
+    } catch (e) {
+      outs.push({
+        error: e.fatal ? `this photo stopped the classifier, which was restarted (${errText(e)})` : errText(e),
+      });
+    }
+  }
+  return outs;
 }
 
 function showFailure(card, message) {

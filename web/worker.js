@@ -2,7 +2,7 @@
 // preprocessing, the network and the heat maps never hold up the page's main thread.
 //
 // Messages in: {id, op, ...}; each answered once with {id, ok: true, value} or
-// {id, ok: false, error}. Requests run one at a time in arrival order (the model runs one pass
+// {id, ok: false, error, fatal} (`fatal`: the wasm module trapped, this worker is done). Requests run one at a time in arrival order (the model runs one pass
 // at a time); the page sends the next photos only when the previous answer came back, so a
 // cancelled batch leaves nothing queued here.
 //   init      {glue, wasm} → {wasmMs}: compiles the wasm module while the page downloads
@@ -31,7 +31,10 @@ async function handle(msg) {
     const { value, transfer = [] } = await ops[msg.op](msg);
     postMessage({ id: msg.id, ok: true, value }, transfer);
   } catch (e) {
-    postMessage({ id: msg.id, ok: false, error: e && e.message ? e.message : String(e) });
+    // A trap (a Rust panic, or wasm memory that ran out) leaves the module in no state to run
+    // again: `fatal` tells the page to start a new worker.
+    const fatal = e instanceof WebAssembly.RuntimeError;
+    postMessage({ id: msg.id, ok: false, error: e && e.message ? e.message : String(e), fatal });
   }
 }
 

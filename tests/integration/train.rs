@@ -716,3 +716,81 @@ fn one_run_folder_takes_one_writer_and_a_killed_writer_lets_go() {
     assert_eq!(epochs, ["1", "2", "3"], "{rows:?}");
     assert!(dir.path().join("r/bundle").is_dir());
 }
+
+/// A disk that fills up while a checkpoint is written: the run stops with an error naming the
+/// file and the cause, the previous checkpoint stays whole, and once there is room again
+/// `--resume` completes the run with every epoch once. The run folder is on a tmpfs of its own
+/// (in a user and mount namespace, so no root is needed), shrunk after the first checkpoint to
+/// what it holds plus a little: the second checkpoint cannot fit beside the first.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_during_a_checkpoint_keeps_the_last_one_and_resume_completes_the_run() {
+    let dir = tempdir();
+    generated_photos(dir.path(), 12);
+    std::fs::create_dir(dir.path().join("disk")).unwrap();
+    let script = r#"
+set -u
+mount -t tmpfs -o size=2g petal-disk disk || exit 90
+"$PETAL" "$@" >train.out 2>train.err &
+pid=$!
+while [ ! -f disk/run/checkpoints/state.json ] && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+used=$(du -sk disk | cut -f1)
+mount -o remount,size=$((used + 512))k disk
+status=0; wait "$pid" || status=$?; echo "$status" >train.status
+mount -o remount,size=2g disk
+status=0
+"$PETAL" train --resume disk/run --device cpu >resume.out 2>resume.err || status=$?
+echo "$status" >resume.status
+cp disk/run/metrics.csv metrics.csv
+ls disk/run/bundle >bundle.ls
+"#;
+    let out = std::process::Command::new("unshare")
+        .current_dir(dir.path())
+        .env("PETAL", crate::util::petal_bin())
+        .args(["-Urm", "sh", "-c", script, "sh"])
+        .args(quick(
+            "disk/run",
+            &["--epochs", "3", "--stage-epochs", "polish=1"],
+        ))
+        .output()
+        .expect("cannot run unshare (util-linux)");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the namespace script failed ({:?}): {}\ntrain: {}\nresume: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        read("train.err"),
+        read("resume.err")
+    );
+    let err = read("train.err");
+    assert_eq!(
+        read("train.status").trim(),
+        "1",
+        "a full disk fails the run:\n{err}"
+    );
+    assert!(
+        err.contains("No space left on device") && err.contains("checkpoints"),
+        "the error names the checkpoint and the cause:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    println!("the full disk's report:\n{err}");
+    let resumed = read("resume.err");
+    assert_eq!(read("resume.status").trim(), "0", "{resumed}");
+    assert!(resumed.contains("resuming after epoch 1"), "{resumed}");
+    let epochs: Vec<String> = read("metrics.csv")
+        .lines()
+        .skip(1)
+        .map(|row| row.split(',').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        epochs,
+        ["1", "2", "3", "4"],
+        "every epoch once:\n{}",
+        read("metrics.csv")
+    );
+    assert!(
+        read("bundle.ls").contains("petal.json"),
+        "the finished run exports its bundle"
+    );
+}

@@ -53,7 +53,15 @@ const broken = path.join(work, "broken-bundle");
 fs.mkdirSync(broken, { recursive: true });
 fs.writeFileSync(path.join(broken, "petal.json"), "{ this is not json");
 
-const extra = { photos: args.photos, batch: path.join(work, "batch"), broken };
+const extra = {
+  photos: args.photos,
+  batch: path.join(work, "batch"),
+  hostile: path.join(work, "hostile"),
+  poison: path.join(work, "poison"),
+  broken,
+};
+// The hostile corpus: file name → the reason the CLI refuses it with, or null (classified).
+const hostileExpect = JSON.parse(fs.readFileSync(path.join(work, "hostile-expect.json"), "utf8"));
 if (args.convnext) extra.convnext = args.convnext;
 let server;
 if (args.petal) {
@@ -252,6 +260,149 @@ async function checkMethodSwitch(page) {
   before.length > 0 && before.every((l) => l.method === "cam") && redrawn(before, grad, "grad-cam") && redrawn(grad, back, "cam")
     ? ok(`the CAM / Grad-CAM switch redraws all ${grad.length} heat layers (data-cam-method), and back`)
     : failed(`method switch: ${JSON.stringify({ before: before[0], grad: grad[0], back: back[0] })}`);
+}
+
+// The page's "download CSV" against `petal score`'s CSV in WORK/`file`: byte for byte, or the
+// same rows and labels with probabilities within the tolerance (the GPU's last digits differ).
+async function csvEqualsScore(page, file) {
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-csv")]);
+  const csv = fs.readFileSync(await download.path(), "utf8");
+  const want = fs.readFileSync(path.join(work, file), "utf8");
+  if (csv === want) {
+    ok(`download CSV is byte-identical to \`petal score\` (${want.trim().split("\n").length - 1} rows)`);
+  } else {
+    // Same files, labels and header; probabilities may differ in the sixth decimal between
+    // the GPU and the CLI's CPU.
+    const rows = (s) => s.trim().split("\n").map((l) => l.split(","));
+    const [g, w] = [rows(csv), rows(want)];
+    const same =
+      g.length === w.length &&
+      g.every((r, i) =>
+        i === 0
+          ? r.join() === w[0].join()
+          : r[0] === w[i][0] && r[1] === w[i][1] && Math.abs(Number(r[2]) - Number(w[i][2])) <= TOL,
+      );
+    same
+      ? ok("download CSV equals `petal score` (same rows and labels; probabilities within 1e-4)")
+      : failed(`CSV differs:\n--- page\n${csv}--- petal score\n${want}`);
+  }
+}
+
+// The CLI's hostile corpus dropped on a fresh page: each file gets a result or a one-line
+// error card with the CLI's reason, the page keeps drawing while it runs, the worker is the
+// one it started with, and the good files' CSV equals `petal score`'s.
+async function hostileSection(context, backend, query) {
+  await section(`Hostile files on ${backend}: a result or a one-line error each, CSV equals \`petal score\``, async () => {
+    const p = await openPage(context, page_url(query));
+    const s = await waitSettled(p);
+    if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
+    await p.evaluate(() => {
+      window.frames_ = 0;
+      const tick = () => {
+        window.frames_ += 1;
+        requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+    });
+    const t0 = performance.now();
+    await p.setInputFiles("#folder-input", path.join(work, "hostile"));
+    const names = Object.keys(hostileExpect);
+    const got = await results(p, names.length);
+    const elapsed = (performance.now() - t0) / 1000;
+    const frames = await p.evaluate(() => window.frames_);
+    const byName = new Map(got.map((r) => [r.file, r]));
+    let bad = 0;
+    for (const name of names) {
+      const r = byName.get(name);
+      const reason = hostileExpect[name];
+      const problem = !r
+        ? "no card"
+        : reason === null
+          ? r.top
+            ? null
+            : `not classified: ${r.error}`
+          : !r.error
+            ? "classified, but the CLI refuses it"
+            : !r.error.includes(reason)
+              ? `error "${r.error}" lacks "${reason}"`
+              : /\n/.test(r.error)
+                ? `error on several lines: ${JSON.stringify(r.error)}`
+                : null;
+      if (problem) {
+        failed(`${backend}: ${name}: ${problem}`);
+        bad++;
+      }
+    }
+    const refused = names.filter((n) => hostileExpect[n] !== null).length;
+    if (!bad) ok(`${names.length} files: ${names.length - refused} classified, ${refused} refused with the CLI's reason on one line`);
+    if (got.length !== names.length) failed(`${got.length} cards for ${names.length} files`);
+    const rate = frames / elapsed;
+    rate >= 10
+      ? ok(`the page drew ${rate.toFixed(0)} frames/s while the corpus ran (${elapsed.toFixed(1)} s)`)
+      : failed(`${rate.toFixed(1)} frames/s while the corpus ran`);
+    await csvEqualsScore(p, "hostile-score.csv");
+    const restarts = await p.evaluate(() => document.body.dataset.workerRestarts);
+    restarts === undefined ? ok("the worker survived the corpus") : failed(`the worker was restarted ${restarts} time(s)`);
+    await dropFiles(p, "/photos/", [photos[0]]);
+    const after = await results(p, names.length + 1);
+    const { bad: wrong } = compare(`${backend} after the corpus`, after.slice(-1));
+    if (!wrong) ok(`a photo dropped after the corpus equals \`petal predict\``);
+    dumpLog(p);
+    await p.close();
+  });
+}
+
+// Appended to worker.js by the test's route: photos whose bytes start with PETAL-TRAP trap as a
+// Rust panic or exhausted wasm memory does; PETAL-DIE ones throw out of the worker and never
+// answer (an uncaught error, which the page sees as the worker's `error` event).
+const POISON = `
+const poisonTag = (b) => new TextDecoder().decode(new Uint8Array(b, 0, Math.min(10, b.byteLength)));
+const unpoisoned = classifyBatch;
+classifyBatch = async (msg) => {
+  for (const b of msg.files) {
+    const tag = poisonTag(b);
+    if (tag.startsWith("PETAL-TRAP")) throw new WebAssembly.RuntimeError("unreachable");
+    if (tag.startsWith("PETAL-DIE")) {
+      setTimeout(() => { throw new Error("the worker died"); });
+      return new Promise(() => {});
+    }
+  }
+  return unpoisoned(msg);
+};
+`;
+
+// Photos that stop the worker: each fails alone with that as its error, the photos of the same
+// pass are classified by a restarted worker, and the page goes on classifying.
+async function poisonSection(browser, backend, query) {
+  await section(`A photo that stops the worker on ${backend}: it fails alone, the page restarts the worker`, async () => {
+    // No service worker: it could answer worker.js from its cache, past the route.
+    const context = await browser.newContext({ acceptDownloads: true, serviceWorkers: "block" });
+    await context.route("**/worker.js", async (route) => {
+      const response = await route.fetch();
+      await route.fulfill({ status: 200, contentType: "text/javascript", body: (await response.text()) + POISON });
+    });
+    const p = await openPage(context, page_url(query));
+    const s = await waitSettled(p);
+    if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
+    await p.setInputFiles("#folder-input", path.join(work, "poison"));
+    const count = fs.readdirSync(path.join(work, "poison")).length;
+    const got = await results(p, count);
+    const poisoned = got.filter((r) => ["die.jpg", "trap.jpg"].includes(r.file));
+    poisoned.length === 2 && poisoned.every((r) => r.error && r.error.includes("stopped the classifier"))
+      ? ok(`die.jpg and trap.jpg fail alone: "${poisoned[0].error}"`)
+      : failed(`poisoned photos: ${JSON.stringify(poisoned)}`);
+    const good = got.filter((r) => !["die.jpg", "trap.jpg"].includes(r.file));
+    const { bad } = compare(`${backend} beside the poison`, good);
+    if (!bad && good.length === count - 2) ok(`the ${good.length} other photos equal \`petal predict\``);
+    const restarts = Number(await p.evaluate(() => document.body.dataset.workerRestarts));
+    restarts >= 2 ? ok(`the worker was restarted ${restarts} times`) : failed(`${restarts} worker restarts`);
+    await dropFiles(p, "/photos/", [photos[0]]);
+    const after = await results(p, count + 1);
+    const { bad: wrong } = compare(`${backend} after the poison`, after.slice(-1));
+    if (!wrong) ok("the page classifies again afterwards");
+    dumpLog(p);
+    await context.close();
+  });
 }
 
 async function aboutPanel(page) {
@@ -459,28 +610,11 @@ await section("Batch: a folder with bad files, error rows, CSV equals `petal sco
     : failed(`good files' passes ${JSON.stringify(passes)}`);
   if (!got.some((r) => r.file === "more/sk_flower.jpg")) failed("subfolder file not named more/sk_flower.jpg");
 
-  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-csv")]);
-  const csv = fs.readFileSync(await download.path(), "utf8");
-  const want = fs.readFileSync(path.join(work, "score.csv"), "utf8");
-  if (csv === want) {
-    ok(`download CSV is byte-identical to \`petal score\` (${want.trim().split("\n").length - 1} rows)`);
-  } else {
-    // Same files, labels and header; probabilities may differ in the sixth decimal between
-    // the GPU and the CLI's CPU.
-    const rows = (s) => s.trim().split("\n").map((l) => l.split(","));
-    const [g, w] = [rows(csv), rows(want)];
-    const same =
-      g.length === w.length &&
-      g.every((r, i) =>
-        i === 0
-          ? r.join() === w[0].join()
-          : r[0] === w[i][0] && r[1] === w[i][1] && Math.abs(Number(r[2]) - Number(w[i][2])) <= TOL,
-      );
-    same
-      ? ok("download CSV equals `petal score` (same rows and labels; probabilities within 1e-4)")
-      : failed(`CSV differs:\n--- page\n${csv}--- petal score\n${want}`);
-  }
+  await csvEqualsScore(page, "score.csv");
 });
+
+await hostileSection(gpu.context, "WebGPU", "?backend=webgpu");
+await poisonSection(gpu.browser, "WebGPU", "?backend=webgpu");
 
 await section("A missing or broken bundle says so", async () => {
   for (const [query, text] of [
@@ -733,6 +867,9 @@ await section("No WebGPU: CPU fallback, dropped photos in passes of 3 equal `pet
   checkPasses("cpu", got, 3);
 });
 dumpLog(page);
+
+await hostileSection(cpu.context, "the CPU path", "");
+await poisonSection(cpu.browser, "the CPU path", "");
 
 if (args.convnext) await convnextSection(cpu.context, "cpu", "?model=convnext/", photos.length);
 

@@ -64,14 +64,27 @@ pub fn decode_rgb8(
         format: format_name(format),
         source,
     };
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
-    let (width, height) = decoder.dimensions();
-    if u64::from(width) * u64::from(height) > max_pixels {
-        return Err(PreprocessError::TooLarge {
+    let too_large = |(width, height): (u32, u32)| {
+        (u64::from(width) * u64::from(height) > max_pixels).then_some(PreprocessError::TooLarge {
             width,
             height,
             limit: max_pixels,
-        });
+        })
+    };
+    let mut decoder = match reader.into_decoder() {
+        Ok(decoder) => decoder,
+        // On a 32-bit target (the page's wasm) the PNG decoder already refuses, while reading
+        // the header, an image whose pixels would not fit the address space. That is a bomb
+        // like any other and is reported as one, as natively.
+        Err(e @ image::ImageError::Limits(_)) => {
+            return Err(png_dimensions(bytes)
+                .and_then(too_large)
+                .unwrap_or_else(|| decode_err(e)));
+        }
+        Err(e) => return Err(decode_err(e)),
+    };
+    if let Some(error) = too_large(decoder.dimensions()) {
+        return Err(error);
     }
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_DECODER_ALLOC);
@@ -89,6 +102,19 @@ pub fn decode_rgb8(
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
     })
+}
+
+/// Width and height from a PNG's header: the signature, then the IHDR chunk, which the format
+/// requires first (length, type, then width and height as big-endian u32).
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let header = bytes.get(..24)?;
+    if !header.starts_with(b"\x89PNG\r\n\x1a\n") || &header[12..16] != b"IHDR" {
+        return None;
+    }
+    let be = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    Some((be(16), be(20)))
 }
 
 /// Whether `bytes` is a JPEG that ends before its end-of-image marker, i.e. a file cut off
@@ -186,5 +212,20 @@ mod tests {
         assert!(jpeg_is_truncated(&jpeg[..scan_end]));
         // Not a JPEG: not ours to judge.
         assert!(!jpeg_is_truncated(b"\x89PNG"));
+    }
+
+    #[test]
+    fn png_header_gives_the_dimensions_the_decoder_reads() {
+        let mut png = Vec::new();
+        RgbImage::new(7, 3)
+            .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        assert_eq!(png_dimensions(&png), Some((7, 3)));
+        let decoder = ImageReader::with_format(Cursor::new(&png), ImageFormat::Png)
+            .into_decoder()
+            .unwrap();
+        assert_eq!(decoder.dimensions(), (7, 3));
+        assert_eq!(png_dimensions(&png[..23]), None, "cut inside the header");
+        assert_eq!(png_dimensions(b"GIF89a, then twenty bytes or so"), None);
     }
 }
