@@ -29,5 +29,8 @@ pub mod preprocess;
 pub mod score_csv;
 
 pub use bundle::{Bundle, BundleError, BundleMeta, Precision};
-pub use model::{Arch, ComputePrecision, Network, NetworkConfig, ParamGroup, ResNet, ResNetConfig};
+pub use model::{
+    Arch, BatchNorm, BatchNormConfig, ComputePrecision, Network, NetworkConfig, ParamGroup, ResNet,
+    ResNetConfig,
+};
 pub use preprocess::{PreprocessError, Preprocessor};

@@ -13,6 +13,7 @@ mod robust;
 mod serve;
 mod shell;
 mod train;
+mod train_parity;
 mod util;
 #[cfg(feature = "wgpu")]
 mod wgpu;

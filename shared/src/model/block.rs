@@ -1,9 +1,9 @@
 //! Residual blocks as torchvision builds them (ResNet v1.5: a bottleneck strides on its 3×3).
 
-use super::{BlockKind, ComputePrecision};
+use super::{BatchNorm, BatchNormConfig, BlockKind, ComputePrecision};
 use burn::module::Initializer;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 

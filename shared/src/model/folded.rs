@@ -7,10 +7,10 @@
 //! `bn(conv(x)) = γ·(W∗x − μ)/√(σ²+ε) + β = (s·W)∗x + (β − s·μ)` with `s = γ/√(σ²+ε)` per
 //! output channel.
 
-use super::{Block, ResNet};
+use super::{BatchNorm, Block, ResNet};
 use crate::cam::ClassMaps;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
 use petal_kernels::{Linear, Nhwc, global_avg_pool, max_pool};
 

@@ -7,6 +7,7 @@
 //! - [`ConvNeXt`]: torchvision's ConvNeXt-T.
 
 mod arch;
+mod batch_norm;
 mod block;
 mod convnext;
 mod folded;
@@ -15,6 +16,7 @@ mod precision;
 mod resnet;
 
 pub use arch::{Arch, BlockKind, Family, ParseArchError};
+pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use convnext::{
     ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling,

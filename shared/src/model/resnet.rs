@@ -1,7 +1,7 @@
 use super::block::{bn, conv};
-use super::{Arch, Block, BlockKind, ComputePrecision, Family, Maps};
+use super::{Arch, BatchNorm, Block, BlockKind, ComputePrecision, Family, Maps};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 

@@ -336,7 +336,7 @@ fn run(
             state.step,
             &pre,
             |step| {
-                Some(Augmented {
+                recipe.augment.then(|| Augmented {
                     augment: &augment,
                     seed: batch_seed(recipe.seed, epoch, step),
                 })
@@ -537,7 +537,12 @@ fn starting_model(
     }
     Ok(match &spec.pretrained {
         Some(path) => {
-            load_torchvision(path, recipe.arch, config.num_classes, Head::Replace, device)?.0
+            let head = if recipe.keep_head {
+                Head::Keep
+            } else {
+                Head::Replace
+            };
+            load_torchvision(path, recipe.arch, config.num_classes, head, device)?.0
         }
         None => config.init(device),
     })
@@ -558,11 +563,13 @@ fn progress_bar(steps: usize, done: usize) -> ProgressBar {
 /// resumed epoch continues where it stopped).
 fn epoch_batches(train: &[Sample], recipe: &Recipe, epoch: usize, skip: usize) -> Vec<Vec<Sample>> {
     let mut order: Vec<usize> = (0..train.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(batch_seed(
-        recipe.seed,
-        epoch,
-        usize::MAX,
-    )));
+    if recipe.shuffle {
+        order.shuffle(&mut StdRng::seed_from_u64(batch_seed(
+            recipe.seed,
+            epoch,
+            usize::MAX,
+        )));
+    }
     order
         .chunks(recipe.batch_size)
         .skip(skip)

@@ -25,7 +25,24 @@ pub struct Recipe {
     /// the run resolved to.
     #[serde(default)]
     pub precision: PrecisionArg,
+    /// Training images get the recipe's augmentation (rotation, random-resized crop, flip);
+    /// `false` feeds them through evaluation's resize and center crop, as a PyTorch run
+    /// without augmentation does.
+    #[serde(default = "yes")]
+    pub augment: bool,
+    /// Each epoch visits the training images in a seeded random order; `false` keeps the
+    /// data folder's order (classes, then files, sorted) every epoch, as `shuffle=False` does.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// With pretrained weights: start from the file's own classifier (it must have one output
+    /// per class) instead of a fresh one, as when continuing a PyTorch fine-tune.
+    #[serde(default)]
+    pub keep_head: bool,
     pub stages: Vec<Stage>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which parameters a stage trains.

@@ -42,7 +42,7 @@ mod tests {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::GradientsParams;
     use burn::prelude::*;
-    use petal_shared::{Arch, NetworkConfig};
+    use petal_shared::{Arch, BatchNormConfig, NetworkConfig};
 
     /// Every tensor of the model (parameters and BatchNorm statistics), by name.
     fn tensors(model: &Network) -> Vec<(String, Vec<f32>)> {
@@ -145,5 +145,51 @@ mod tests {
         }
         let all = changed_by_one_step(Arch::ConvNeXtTiny, Trainable::All);
         assert!(all.iter().any(|n| n == "stem.weight"));
+    }
+
+    // Petal's BatchNorm (petal_shared::BatchNorm): PyTorch's running statistics.
+
+    /// One training step's running statistics against PyTorch's formula on a batch whose
+    /// per-channel statistics are known exactly.
+    #[test]
+    fn running_variance_moves_towards_the_unbiased_batch_variance() {
+        let device = Device::flex().autodiff();
+        let bn = BatchNormConfig::new(2).init(&device);
+        // Channel 0: 1, 2, 3, 4 (mean 2.5, unbiased variance 5/3); channel 1: all 7.
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                vec![1.0f32, 2.0, 7.0, 7.0, 3.0, 4.0, 7.0, 7.0],
+                [2, 2, 2, 1],
+            ),
+            &device,
+        );
+        let _ = bn.forward(x);
+        let read = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let mean = read(bn.running_mean.value_sync());
+        let var = read(bn.running_var.value_sync());
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        assert!(
+            close(mean[0], 0.9 * 0.0 + 0.1 * 2.5) && close(mean[1], 0.7),
+            "{mean:?}"
+        );
+        assert!(close(var[0], 0.9 + 0.1 * 5.0 / 3.0), "unbiased: {var:?}");
+        assert!(close(var[1], 0.9), "{var:?}");
+    }
+
+    #[test]
+    fn a_frozen_layer_keeps_its_statistics() {
+        let device = Device::flex().autodiff();
+        let bn = BatchNormConfig::new(1).init(&device).freeze();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 5.0], [2, 1, 1, 1]), &device);
+        let y = bn
+            .forward(x)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        // Running mean 0, variance 1: the input comes back scaled by 1/sqrt(1 + eps).
+        assert!((y[1] - 5.0 / (1.0f32 + 1e-5).sqrt()).abs() < 1e-5, "{y:?}");
+        let var = bn.running_var.value_sync().into_data().convert::<f32>();
+        assert_eq!(var.try_to_vec::<f32>().unwrap(), [1.0]);
     }
 }
