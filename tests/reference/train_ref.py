@@ -40,6 +40,12 @@ def groups(model, arch):
             "body": [model.layer1, model.layer2, model.layer3, model.layer4],
             "head": [model.fc],
         }
+    if arch.startswith("convnext"):
+        return {
+            "stem": [model.features[0]],
+            "body": list(model.features[1:]),
+            "head": [model.classifier],
+        }
     raise SystemExit(f"no parameter groups for {arch}")
 
 
@@ -67,8 +73,14 @@ def main():
     batches = [(images[i : i + n], labels[i : i + n]) for i in range(0, len(labels), n)]
 
     state = torch.load(args.weights, map_location="cpu")
-    classes = state["fc.weight"].shape[0]
-    model = getattr(torchvision.models, args.arch)(num_classes=classes)
+    if args.arch.startswith("convnext"):
+        # Stochastic depth off: Petal's draws differ from PyTorch's (its recipe's
+        # `stochastic_depth = false`).
+        classes = state["classifier.2.weight"].shape[0]
+        model = getattr(torchvision.models, args.arch)(num_classes=classes, stochastic_depth_prob=0.0)
+    else:
+        classes = state["fc.weight"].shape[0]
+        model = getattr(torchvision.models, args.arch)(num_classes=classes)
     model.load_state_dict(state)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

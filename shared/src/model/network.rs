@@ -152,6 +152,20 @@ impl Network {
         }
     }
 
+    /// The network without stochastic depth: ConvNeXt's blocks keep every residual branch in
+    /// training too (torchvision's `stochastic_depth_prob=0`). ResNets have none.
+    pub fn without_stochastic_depth(self) -> Self {
+        match self {
+            Network::ConvNeXt(mut m) => {
+                for block in m.stages.iter_mut().flat_map(|s| s.blocks.iter_mut()) {
+                    block.drop_prob = 0.0;
+                }
+                Network::ConvNeXt(m)
+            }
+            resnet => resnet,
+        }
+    }
+
     /// The network with only `groups` trainable: the other groups are frozen, which also stops
     /// their BatchNorm statistics and stochastic depth (they behave as in evaluation).
     pub fn with_trainable(self, groups: &[ParamGroup]) -> Self {

@@ -283,6 +283,9 @@ fn run(
     let precision = recipe.precision.on(device)?;
     let mut model = starting_model(spec, recipe, &state, &ckpt, &config, &train_device)?
         .with_precision(precision);
+    if !recipe.stochastic_depth {
+        model = model.without_stochastic_depth();
+    }
     // f16 gradients need the loss scaled up (see `scaler`); f32 ones do not.
     let mut scaler =
         (precision == ComputePrecision::F16).then(|| state.scaler.clone().unwrap_or_default());

@@ -38,6 +38,11 @@ pub struct Recipe {
     /// per class) instead of a fresh one, as when continuing a PyTorch fine-tune.
     #[serde(default)]
     pub keep_head: bool,
+    /// ConvNeXt's stochastic depth while training (torchvision's 0.1 at the last block, drawn
+    /// from each step's seed); `false` turns it off, as `stochastic_depth_prob=0` does. Only
+    /// without it can a PyTorch run be reproduced step for step: the two draw differently.
+    #[serde(default = "yes")]
+    pub stochastic_depth: bool,
     pub stages: Vec<Stage>,
 }
 
