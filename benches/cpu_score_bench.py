@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Batch scoring on the CPU, whole process, against what a user would pick instead.
 
-Scores the same photos with the same seeded torchvision weights four ways, each a separate
+Scores the same photos with the same seeded torchvision weights five ways, each a separate
 process measured from start to exit (load, decode, preprocess, forward, CSV):
 
   petal            `petal score --device cpu` (BatchNorm folded, channels-last kernels)
@@ -9,6 +9,8 @@ process measured from start to exit (load, decode, preprocess, forward, CSV):
   pytorch          torch + torchvision transforms, batch 16, torch.no_grad, all cores
   onnxruntime      ONNX Runtime (all graph optimisations, all cores) + Pillow/NumPy
                    preprocessing, the model exported from the same weights by torch.onnx
+  openvino         OpenVINO on the same ONNX file, THROUGHPUT mode (several single-photo
+                   requests in flight, "streams"), the same Pillow/NumPy preprocessing
 
 Runs are paired (each round runs every tool once, in turn) and medians are reported, with
 petal's ratio to each tool: speed (their wall time / ours), CPU seconds and peak memory.
@@ -16,8 +18,8 @@ petal's ratio to each tool: speed (their wall time / ours), CPU seconds and peak
   /usr/bin/python3 benches/cpu_score_bench.py --petal target/release/petal \\
       [--arch resnet50 resnet101 convnext_tiny] [--photos 40] [--runs 3] [--work DIR]
 
-Needs Debian's python3-torchvision and `onnxruntime` importable (scripts/bench-cpu installs it
-into /var/tmp/petal-bench-py and sets PYTHONPATH).
+Needs Debian's python3-torchvision, and `onnxruntime` and `openvino` importable (scripts/bench-cpu
+installs them into /var/tmp/petal-bench-py and sets PYTHONPATH).
 """
 import argparse
 import csv
@@ -110,6 +112,40 @@ def score_onnxruntime(model_path, photos, out):
         best = p.argmax(1)
         labels += [f"class{int(b)}" for b in best]
         probs += [float(p[j, b]) for j, b in enumerate(best)]
+    write_csv(out, names, labels, probs)
+
+
+def score_openvino(model_path, photos, out):
+    """OpenVINO at its best for a folder: the ONNX file compiled for one photo per request in
+    its THROUGHPUT mode, which runs several requests at once (its "streams", one per core or
+    so) and picks their number itself; Pillow preprocessing as for ONNX Runtime."""
+    import numpy as np
+    import openvino as ov
+    from PIL import Image
+
+    core = ov.Core()
+    model = core.read_model(model_path)
+    model.reshape([1, 3, 224, 224])
+    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    queue = ov.AsyncInferQueue(compiled)
+    names = list_photos(photos)
+    logits = [None] * len(names)
+
+    def done(request, i):
+        logits[i] = request.get_output_tensor(0).data[0].astype(np.float64)
+
+    queue.set_callback(done)
+    for i, name in enumerate(names):
+        x = pillow_tensor(os.path.join(photos, name), np, Image)[None]
+        queue.start_async({0: x}, userdata=i)
+    queue.wait_all()
+    labels, probs = [], []
+    for row in logits:
+        e = np.exp(row - row.max())
+        p = e / e.sum()
+        best = int(p.argmax())
+        labels.append(f"class{best}")
+        probs.append(float(p[best]))
     write_csv(out, names, labels, probs)
 
 
@@ -209,6 +245,7 @@ def bench(arch, args, work):
                             photos, "--out", out("petal-unfolded")], {"PETAL_NO_FOLD": "1"}),
         "pytorch": (me + ["--child", "pytorch", arch, weights, photos, out("pytorch")], {}),
         "onnxruntime": (me + ["--child", "onnxruntime", arch, onnx, photos, out("onnxruntime")], {}),
+        "openvino": (me + ["--child", "openvino", arch, onnx, photos, out("openvino")], {}),
     }
     tools = {k: v for k, v in tools.items() if k in args.tools}
     samples = {name: [] for name in tools}
@@ -242,6 +279,8 @@ def main():
         arch, model, photos, out = sys.argv[3:7]
         if kind == "pytorch":
             score_pytorch(arch, model, photos, out)
+        elif kind == "openvino":
+            score_openvino(model, photos, out)
         else:
             score_onnxruntime(model, photos, out)
         return
@@ -250,7 +289,8 @@ def main():
     ap.add_argument("--arch", nargs="+", default=["resnet50", "resnet101"])
     ap.add_argument("--photos", type=int, default=40)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tools", nargs="+", default=["petal", "petal-unfolded", "pytorch", "onnxruntime"])
+    ap.add_argument("--tools", nargs="+",
+                    default=["petal", "petal-unfolded", "pytorch", "onnxruntime", "openvino"])
     ap.add_argument("--work", help="folder for weights, bundles and photos (kept between runs)")
     args = ap.parse_args()
     args.petal = os.path.abspath(args.petal)
