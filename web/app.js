@@ -112,6 +112,15 @@ const worker = {
 
 state.worker = worker;
 
+// A new worker compiling the page's wasm module; the promise is awaited later, so an early
+// failure must not go unhandled meanwhile.
+function startWorker() {
+  worker.start();
+  const ready = worker.call("init", wasmUrls());
+  ready.catch(() => {});
+  return ready;
+}
+
 // ---- Downloading the bundle -------------------------------------------------------------
 
 async function openCache() {
@@ -213,9 +222,7 @@ async function loadModel() {
   state.startup = {};
   // Three things at once: the worker compiles its wasm, this page compiles its own (for the
   // file rules, the CSV and reading petal.json), and petal.json downloads.
-  worker.start();
-  const workerReady = worker.call("init", wasmUrls());
-  workerReady.catch(() => {}); // awaited below; an early failure must not go unhandled
+  const workerReady = startWorker();
   const pageWasm = bindings().then((wasm) => {
     state.startup.wasm = performance.now();
     return wasm;
@@ -247,6 +254,10 @@ async function loadModel() {
   $("info-backend").textContent = "…";
   $("model-info").hidden = false;
 
+  // The weights move to the worker (no copy stays here) and are consumed by wasm there.
+  const loadWorker = (buffer) =>
+    worker.call("load", { meta: metaBytes, weights: buffer, requested: requestedBackend }, [buffer]);
+
   status(`Downloading ${meta.weights}…`);
   const weightsUrl = new URL(meta.weights, modelBase).href;
   let weights;
@@ -265,10 +276,9 @@ async function loadModel() {
   let loaded;
   try {
     state.startup.workerWasmMs = (await workerReady).wasmMs;
-    // The weights move to the worker (no copy stays here) and are consumed by wasm there.
     const buffer = weights.bytes.buffer;
     weights = null;
-    loaded = await worker.call("load", { meta: metaBytes, weights: buffer, requested: requestedBackend }, [buffer]);
+    loaded = await loadWorker(buffer);
   } catch (e) {
     throw new Error(`The model bundle at ${modelBase.href} cannot be loaded: ${errText(e)}`);
   }
@@ -276,12 +286,10 @@ async function loadModel() {
   // A stopped worker is replaced by a new one with the same model: the weights come back from
   // the Cache API (revalidated, not downloaded again) or, without it, from the server.
   state.restartWorker = async () => {
-    worker.start();
-    const ready = worker.call("init", wasmUrls());
-    ready.catch(() => {});
+    const ready = startWorker();
     const { bytes } = await fetchCached(cache, weightsUrl);
     await ready;
-    await worker.call("load", { meta: metaBytes, weights: bytes.buffer, requested: requestedBackend }, [bytes.buffer]);
+    await loadWorker(bytes.buffer);
     state.restarts = (state.restarts || 0) + 1;
     body.dataset.workerRestarts = String(state.restarts);
   };

@@ -288,6 +288,14 @@ async function csvEqualsScore(page, file) {
   }
 }
 
+// A photo dropped on page `p`, which shows `cards` results already, equals `petal predict`.
+async function classifiesAfterwards(p, cards, label) {
+  await dropFiles(p, "/photos/", [photos[0]]);
+  const after = await results(p, cards + 1);
+  const { bad } = compare(label, after.slice(-1));
+  if (!bad) ok(`${label}: a photo dropped now equals \`petal predict\``);
+}
+
 // The CLI's hostile corpus dropped on a fresh page: each file gets a result or a one-line
 // error card with the CLI's reason, the page keeps drawing while it runs, the worker is the
 // one it started with, and the good files' CSV equals `petal score`'s.
@@ -343,10 +351,7 @@ async function hostileSection(context, backend, query) {
     await csvEqualsScore(p, "hostile-score.csv");
     const restarts = await p.evaluate(() => document.body.dataset.workerRestarts);
     restarts === undefined ? ok("the worker survived the corpus") : failed(`the worker was restarted ${restarts} time(s)`);
-    await dropFiles(p, "/photos/", [photos[0]]);
-    const after = await results(p, names.length + 1);
-    const { bad: wrong } = compare(`${backend} after the corpus`, after.slice(-1));
-    if (!wrong) ok(`a photo dropped after the corpus equals \`petal predict\``);
+    await classifiesAfterwards(p, names.length, `${backend} after the corpus`);
     dumpLog(p);
     await p.close();
   });
@@ -396,10 +401,7 @@ async function poisonSection(browser, backend, query) {
     if (!bad && good.length === count - 2) ok(`the ${good.length} other photos equal \`petal predict\``);
     const restarts = Number(await p.evaluate(() => document.body.dataset.workerRestarts));
     restarts >= 2 ? ok(`the worker was restarted ${restarts} times`) : failed(`${restarts} worker restarts`);
-    await dropFiles(p, "/photos/", [photos[0]]);
-    const after = await results(p, count + 1);
-    const { bad: wrong } = compare(`${backend} after the poison`, after.slice(-1));
-    if (!wrong) ok("the page classifies again afterwards");
+    await classifiesAfterwards(p, count, `${backend} after the poison`);
     dumpLog(p);
     await context.close();
   });

@@ -37,6 +37,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -183,20 +184,12 @@ async fn serve_connection(
     limits: Limits,
     _permit: OwnedSemaphorePermit,
 ) {
-    let mut stream = TimeoutStream::new(stream);
-    stream.set_write_timeout(Some(limits.timeout));
     let service = service_fn(move |request| {
         let site = Arc::clone(&site);
         async move { Ok::<_, Infallible>(site.answer(request).await) }
     });
-    let served = http1::Builder::new()
-        .timer(TokioTimer::new())
-        // Started whenever a request head is awaited: a slow sender and an idle keep-alive
-        // connection alike are closed after it.
-        .header_read_timeout(limits.timeout)
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(Box::pin(stream)), service)
-        .await;
+    let (http, io) = bounded(stream, limits.timeout);
+    let served = http.serve_connection(io, service).await;
     if let Err(e) = served {
         // The browser went away mid-download, timed out, or sent something that is not HTTP.
         log::debug!("connection closed: {e}");
@@ -206,8 +199,6 @@ async fn serve_connection(
 /// A connection past the cap: its request is read (briefly) and answered `503` with
 /// `Retry-After`, then the connection closes.
 async fn refuse_connection(stream: TcpStream, _permit: OwnedSemaphorePermit) {
-    let mut stream = TimeoutStream::new(stream);
-    stream.set_write_timeout(Some(REFUSAL_TIMEOUT));
     let service = service_fn(|request: Request<Incoming>| async move {
         let mut response = text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -219,13 +210,25 @@ async fn refuse_connection(stream: TcpStream, _permit: OwnedSemaphorePermit) {
         access_log(response.status(), request.method(), request.uri());
         Ok::<_, Infallible>(response)
     });
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(REFUSAL_TIMEOUT)
-        .keep_alive(false)
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(Box::pin(stream)), service)
-        .await;
+    let (mut http, io) = bounded(stream, REFUSAL_TIMEOUT);
+    let _ = http.keep_alive(false).serve_connection(io, service).await;
+}
+
+/// The bounds every connection is served with: a request head must arrive within `timeout`
+/// (hyper starts that clock whenever it awaits one, so a slow sender and an idle keep-alive
+/// connection alike are closed after it) and fit in [`MAX_HEAD`]; a write that makes no
+/// progress for `timeout` ends the connection.
+fn bounded(
+    stream: TcpStream,
+    timeout: Duration,
+) -> (http1::Builder, TokioIo<Pin<Box<TimeoutStream<TcpStream>>>>) {
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(timeout));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEAD);
+    (http, TokioIo::new(Box::pin(stream)))
 }
 
 /// A response body: a file streamed in chunks, or bytes in memory.
