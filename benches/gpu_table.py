@@ -13,45 +13,41 @@ def main():
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
     by = {}
     for r in rows:
-        tool = "petal" if r["tool"] == "petal" else "torch"
+        tool = f"petal {r.get('backend', 'wgpu')}" if r["tool"] == "petal" else "torch"
         by[(tool, r["what"], r["arch"], r["precision"])] = r
-    devices = sorted({r["device"] for r in rows if r["what"] in ("train", "infer")})
+    devices = sorted({r["device"] for r in rows if r["what"] in ("train", "infer", "latency")})
     print("devices:", *devices, sep="\n  ")
-    for what in ("train", "infer"):
+    columns = [("wgpu f32", "petal wgpu", "f32"), ("wgpu f16", "petal wgpu", "f16"),
+               ("CUDA f32", "petal cuda", "f32"), ("CUDA f16", "petal cuda", "f16"),
+               ("PyTorch TF32", "torch", "eager"), ("PyTorch AMP", "torch", "amp")]
+    for what in ("train", "infer", "latency"):
         batches = sorted({r["batch"] for r in rows if r["what"] == what})
         if not batches:
             continue
         print(f"\n{what}, batch {'/'.join(map(str, batches))} (img/s; GiB peak device memory;"
               " first step s)")
-        print("| model | petal f32 | petal f16 | PyTorch eager | PyTorch AMP | f16 / eager | f16 / AMP | f32 / eager |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| model | " + " | ".join(c[0] for c in columns)
+              + " | best petal / PyTorch TF32 | best petal / PyTorch AMP |")
+        print("|" + " --- |" * (len(columns) + 3))
         for arch in sorted({r["arch"] for r in rows if r["what"] == what}):
-            cell = {}
-            for key, tool, prec in (("f32", "petal", "f32"), ("f16", "petal", "f16"),
-                                    ("eager", "torch", "eager"), ("amp", "torch", "amp")):
-                cell[key] = by.get((tool, what, arch, prec))
+            cell = {name: by.get((tool, what, arch, prec)) for name, tool, prec in columns}
 
             def show(r):
                 if not r:
                     return "-"
+                first = r.get("first_step_s")
                 return (f"{r['images_per_s']:.1f}; {gib(r.get('device_bytes'))}; "
-                        f"{r['first_step_s']:.1f}")
+                        f"{first:.1f}" if first is not None else f"{r['images_per_s']:.1f}")
 
-            def ratio(a, b):
-                a, b = cell[a], cell[b]
-                return f"{a['images_per_s'] / b['images_per_s']:.2f}x" if a and b else "-"
+            petal = [r for name, r in cell.items() if r and not name.startswith("PyTorch")]
+            best = max(petal, key=lambda r: r["images_per_s"], default=None)
 
-            print(f"| {arch} | {show(cell['f32'])} | {show(cell['f16'])} | {show(cell['eager'])}"
-                  f" | {show(cell['amp'])} | {ratio('f16', 'eager')} | {ratio('f16', 'amp')}"
-                  f" | {ratio('f32', 'eager')} |")
-    latency = [r for r in rows if r["what"] == "latency"]
-    if latency:
-        print("\none photo at a time (batch 1, logits read back each time; the page's native proxy)")
-        print("| model | petal f32 ms/image | petal f16 ms/image |")
-        print("| --- | --- | --- |")
-        for arch in sorted({r["arch"] for r in latency}):
-            ms = {r["precision"]: f"{1000 / r['images_per_s']:.2f}" for r in latency if r["arch"] == arch}
-            print(f"| {arch} | {ms.get('f32', '-')} | {ms.get('f16', '-')} |")
+            def ratio(peer):
+                p = cell[peer]
+                return f"{best['images_per_s'] / p['images_per_s']:.2f}x" if best and p else "-"
+
+            print(f"| {arch} | " + " | ".join(show(cell[c[0]]) for c in columns)
+                  + f" | {ratio('PyTorch TF32')} | {ratio('PyTorch AMP')} |")
     loader = [r for r in rows if r["what"].startswith("loader")]
     if loader:
         print("\ndata loader (img/s at 224)")

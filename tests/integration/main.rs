@@ -2,11 +2,14 @@
 
 mod augment;
 mod cli;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod download;
 mod eval;
 mod explain;
 mod hostile;
 mod import_errors;
+mod parallel;
 mod parity;
 mod reference;
 mod robust;

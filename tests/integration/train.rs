@@ -177,7 +177,7 @@ fn train_rejects_bad_folders_before_training() {
 }
 
 /// Writes the generated 5-class photo set into `dir/d/data` (and `dir/d/test`).
-fn generated_photos(dir: &std::path::Path, per_class: usize) {
+pub(crate) fn generated_photos(dir: &std::path::Path, per_class: usize) {
     let n = per_class.to_string();
     petal(
         dir,
@@ -187,7 +187,7 @@ fn generated_photos(dir: &std::path::Path, per_class: usize) {
 }
 
 /// `petal train` flags for a quick CPU run on the generated photos.
-fn quick(out: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn quick(out: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "train",
         "--data",
@@ -215,7 +215,11 @@ fn quick(out: &str, extra: &[&str]) -> Vec<String> {
 
 /// Starts `petal train` (the quick flags, run folder `out`, `extra`) in `dir` and returns it
 /// once its first checkpoint is on disk, output piped.
-fn spawn_until_checkpoint(dir: &std::path::Path, out: &str, extra: &[&str]) -> std::process::Child {
+pub(crate) fn spawn_until_checkpoint(
+    dir: &std::path::Path,
+    out: &str,
+    extra: &[&str],
+) -> std::process::Child {
     let child = std::process::Command::new(crate::util::petal_bin())
         .current_dir(dir)
         .args(quick(out, extra))

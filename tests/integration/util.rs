@@ -178,3 +178,10 @@ pub fn logits(prediction: &serde_json::Value) -> Vec<f64> {
         .map(|x| x.as_f64().unwrap())
         .collect()
 }
+
+/// Whether this machine has the NVIDIA kernel driver loaded (CUDA tests expect a clean error
+/// without it).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub fn nvidia_driver() -> bool {
+    Path::new("/proc/driver/nvidia/version").exists()
+}

@@ -16,7 +16,7 @@
 //! kernels, is reported on its own. Figures only: nothing here passes or fails on timing.
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::AdamConfig;
 use burn::prelude::*;
 use clap::Parser;
 use petal_shared::{Arch, ComputePrecision, NetworkConfig, Preprocessor};
@@ -26,6 +26,7 @@ use petal_trainer::data::augment::Augment;
 use petal_trainer::data::batches::{Augmented, for_each_batch};
 use petal_trainer::data::folder::list_images;
 use petal_trainer::train::scaler::LossScaler;
+use petal_trainer::train::step::{Alone, Optimization, Shard, train_step};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -79,6 +80,8 @@ struct Figure {
     /// Bytes the device's allocator held at the end (its peak: pools are not returned).
     device_bytes: Option<u64>,
     device: String,
+    /// burn's backend: flex, wgpu or cuda.
+    backend: &'static str,
 }
 
 impl Figure {
@@ -105,6 +108,7 @@ impl Figure {
             first_step_s: Some(first),
             device_bytes: backend.device.memory_pool_usage().map(|u| u.bytes_reserved),
             device: backend.name.clone(),
+            backend: backend.kind,
         }
     }
 
@@ -182,6 +186,7 @@ fn loader(args: &Args) {
             first_step_s: None,
             device_bytes: None,
             device: format!("{:.2} ms per image", seconds * 1e3),
+            backend: "cpu",
         }
         .print(args.json);
     }
@@ -223,6 +228,7 @@ fn loader(args: &Args) {
                 rayon::current_num_threads(),
                 files.len()
             ),
+            backend: "cpu",
         }
         .print(args.json);
     }
@@ -257,28 +263,30 @@ fn time_steps(device: &Device, warmup: usize, steps: usize, mut one: impl FnMut(
     (first, start.elapsed().as_secs_f64())
 }
 
-fn train_step(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
+/// Training steps of the loop's own `train_step` (forward, loss, backward, f16 unscaling,
+/// Adam) on one fixed batch, set up as the recipe's fine-tuning stage.
+fn train_steps(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
     let device = backend.device.clone().autodiff();
     device.seed(0);
     let model = NetworkConfig::new(arch, 5)
         .init(&device)
         .with_precision(precision);
     let mut slot = Some(petal_trainer::train::stage_for_bench(model));
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let mut scaler = (precision == ComputePrecision::F16).then(LossScaler::default);
+    let mut optimization = Optimization {
+        optimizer: AdamConfig::new().with_epsilon(1e-8).init(),
+        scaler: (precision == ComputePrecision::F16).then(LossScaler::default),
+    };
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let (x, y) = random_batch(args.batch, args.size, &device);
     let (first, elapsed) = time_steps(&device, args.warmup, args.steps, || {
         let model = slot.take().expect("the model is put back after each step");
-        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
-        let grads = match scaler.as_mut() {
-            None => Some(GradientsParams::from_grads(loss.backward(), &model)),
-            Some(s) => s.gradients(loss, &model),
+        let shard = Shard {
+            images: x.clone(),
+            labels: y.clone(),
+            share: 1.0,
         };
-        slot = Some(match grads {
-            Some(g) => optim.step(1e-3, model, g),
-            None => model,
-        });
+        let (model, _loss) = train_step(model, shard, 1e-3, &loss_fn, &mut optimization, &Alone);
+        slot = Some(model);
     });
     Figure::steps(
         "train", backend, arch, precision, args.batch, args.steps, first, elapsed,
@@ -321,7 +329,13 @@ fn main() {
     if only == Some("loader") {
         return;
     }
-    let backend = args.device.resolve().expect("the device exists");
+    let backend = match args.device.resolve() {
+        Ok(backend) => backend,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     for &arch in &args.arch {
         for &p in &args.precision {
             let precision = match backend.precision(p) {
@@ -332,7 +346,7 @@ fn main() {
                 }
             };
             if only.is_none() || only == Some("train") {
-                train_step(&args, &backend, arch, precision).print(args.json);
+                train_steps(&args, &backend, arch, precision).print(args.json);
             }
             if only.is_none() || only == Some("infer") {
                 infer(

@@ -1,6 +1,6 @@
 //! Which burn device a command runs on.
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
 use petal_shared::ComputePrecision;
@@ -37,10 +37,137 @@ pub enum PrecisionArg {
     F16,
 }
 
+/// Where a run trains: one device, or several for data-parallel training (`--devices`).
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The replicas' devices; the first also validates, checkpoints and exports.
+    pub devices: Vec<Device>,
+    /// The devices are CUDA GPUs, which sum gradients through NCCL.
+    pub collective: bool,
+}
+
+impl Placement {
+    /// One device.
+    pub fn one(device: Device) -> Self {
+        Placement {
+            devices: vec![device],
+            collective: false,
+        }
+    }
+
+    /// The devices `--devices` names (`cpu`, `cuda` or `cuda:N`, comma-separated, all of one
+    /// kind), each checked to exist, with a description for the user.
+    pub fn resolve(names: &[String]) -> Result<(Placement, String)> {
+        let mut kinds = names.iter().map(|name| DeviceName::parse(name));
+        let first = kinds.next().context("--devices names no device")??;
+        let mut all = vec![first];
+        for kind in kinds {
+            let kind = kind?;
+            if std::mem::discriminant(&kind) != std::mem::discriminant(&first) {
+                bail!(
+                    "--devices mixes device kinds ({}): name GPUs of one kind, or only cpu",
+                    names.join(",")
+                );
+            }
+            if kind != DeviceName::Cpu && all.contains(&kind) {
+                bail!("--devices names {kind} twice");
+            }
+            all.push(kind);
+        }
+        match first {
+            DeviceName::Cpu => {
+                let backend = DeviceArg::Cpu.resolve()?;
+                let name = format!(
+                    "{} CPU replicas ({}; gradients summed in host memory)",
+                    all.len(),
+                    backend.name
+                );
+                Ok((
+                    Placement {
+                        devices: vec![backend.device; all.len()],
+                        collective: false,
+                    },
+                    name,
+                ))
+            }
+            #[cfg(feature = "cuda")]
+            DeviceName::Cuda(_) => {
+                let mut backends = Vec::new();
+                for kind in &all {
+                    let DeviceName::Cuda(index) = kind else {
+                        unreachable!("one kind")
+                    };
+                    backends.push(cuda_backend(*index)?);
+                }
+                pin_default_device(&backends[0]);
+                let devices: Vec<Device> = backends.into_iter().map(|b| b.device).collect();
+                let name = format!(
+                    "{} CUDA GPUs ({}; gradients summed through NCCL)",
+                    devices.len(),
+                    names.join(",")
+                );
+                Ok((
+                    Placement {
+                        collective: devices.len() > 1,
+                        devices,
+                    },
+                    name,
+                ))
+            }
+        }
+    }
+}
+
+/// One name of `--devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceName {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(usize),
+}
+
+impl DeviceName {
+    fn parse(name: &str) -> Result<DeviceName> {
+        let name = name.trim();
+        if name == "cpu" {
+            return Ok(DeviceName::Cpu);
+        }
+        if let Some(index) = name.strip_prefix("cuda") {
+            #[cfg(feature = "cuda")]
+            return match index.strip_prefix(':').unwrap_or(index) {
+                "" => Ok(DeviceName::Cuda(0)),
+                n => n.parse().map(DeviceName::Cuda).map_err(|_| {
+                    anyhow::anyhow!("'{name}' is not a CUDA device: write cuda:0, cuda:1, …")
+                }),
+            };
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = index;
+                bail!(
+                    "'{name}': this petal is built without CUDA (cargo build --release -p petal-trainer --features cuda)"
+                );
+            }
+        }
+        bail!("'{name}' is not a device --devices takes (cpu, cuda:N)")
+    }
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceName::Cpu => write!(f, "cpu"),
+            #[cfg(feature = "cuda")]
+            DeviceName::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
 /// A resolved device and a description of it for the user.
 pub struct Backend {
     pub device: Device,
     pub name: String,
+    /// burn's name for its backend (`BURN_DEVICE`): flex, wgpu or cuda.
+    pub kind: &'static str,
 }
 
 impl Backend {
@@ -112,16 +239,18 @@ impl DeviceArg {
     /// runtime on one tiny tensor. A missing GPU is an error here (or, for `auto`, a fall back
     /// to the next backend) rather than a panic inside the backend later.
     pub fn resolve(self) -> Result<Backend> {
-        let cpu = || Backend {
-            device: Device::flex(),
-            name: format!("CPU (flex, {} threads)", rayon::current_num_threads()),
-        };
+        let backend = self.resolve_device()?;
+        pin_default_device(&backend);
+        Ok(backend)
+    }
+
+    fn resolve_device(self) -> Result<Backend> {
         match self {
             DeviceArg::Cpu => Ok(cpu()),
             #[cfg(feature = "cuda")]
-            DeviceArg::Cuda => cuda_backend(),
+            DeviceArg::Cuda => cuda_backend(0),
             #[cfg(feature = "cuda")]
-            DeviceArg::Auto => Ok(cuda_backend().unwrap_or_else(|e| {
+            DeviceArg::Auto => Ok(cuda_backend(0).unwrap_or_else(|e| {
                 log::info!("not using CUDA: {e}");
                 auto_without_cuda()
             })),
@@ -135,13 +264,30 @@ impl DeviceArg {
     }
 }
 
+/// Makes burn's default device the one the command resolved. burn places a few tensors on
+/// `Device::default()` rather than on a device it is given (the optimiser state read back from a
+/// checkpoint, before its first step moves it), and its default is the first compiled backend:
+/// CUDA in a CUDA build, else wgpu. Resuming a run with `--device cpu` on a machine without that
+/// GPU would then start the missing GPU's runtime and panic.
+fn pin_default_device(backend: &Backend) {
+    // SAFETY: as in `quiet_headless_vulkan_probe`: this runs while the command resolves its
+    // device, before it starts any thread of its own, and burn reads the variable only when it
+    // picks a default device, which no library thread started earlier does.
+    unsafe { std::env::set_var("BURN_DEVICE", backend.kind) };
+}
+
+/// burn's CPU backend, flex, on every core.
+fn cpu() -> Backend {
+    Backend {
+        device: Device::flex(),
+        name: format!("CPU (flex, {} threads)", rayon::current_num_threads()),
+        kind: "flex",
+    }
+}
+
 /// `auto` once CUDA is ruled out: a hardware wgpu adapter if this build has wgpu, else the CPU.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn auto_without_cuda() -> Backend {
-    let cpu = || Backend {
-        device: Device::flex(),
-        name: format!("CPU (flex, {} threads)", rayon::current_num_threads()),
-    };
     #[cfg(feature = "wgpu")]
     return wgpu_backend(false).unwrap_or_else(|e| {
         log::info!("using the CPU: {e}");
@@ -151,37 +297,68 @@ fn auto_without_cuda() -> Backend {
     cpu()
 }
 
-/// CUDA device 0, checked to exist the way the wgpu branch checks for an adapter: burn's CUDA
-/// runtime starts on the first tensor and panics when there is no driver or no GPU, so one
-/// tiny tensor is placed and read back here, with the panic turned into an error that names
-/// the way out.
+/// CUDA device `index`, checked to exist the way the wgpu branch checks for an adapter: burn's
+/// CUDA runtime starts on the first tensor and panics when there is no driver or no GPU — on
+/// its device thread, which leaves the thread that asked with a closed channel — so one tiny
+/// tensor is placed and read back here, and the first panic's message (the runtime's reason)
+/// becomes an error that names the way out.
 #[cfg(feature = "cuda")]
-fn cuda_backend() -> Result<Backend> {
+fn cuda_backend(index: usize) -> Result<Backend> {
     use burn::tensor::{Tensor, TensorData};
-    let device = Device::cuda(0);
+    use std::sync::{Arc, Mutex};
+    let tuning = gpu_cache::configure();
+    let device = Device::cuda(index);
     let probe = device.clone();
+    let reason: Arc<Mutex<Option<String>>> = Arc::default();
     let hook = std::panic::take_hook();
-    // The runtime's panic message is replaced by our error; silence the default report.
-    std::panic::set_hook(Box::new(|_| {}));
+    // The runtime's panic report is replaced by our error: keep its message, print nothing.
+    let first = Arc::clone(&reason);
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+        if let (Some(text), Ok(mut first)) = (text, first.lock()) {
+            first.get_or_insert(text);
+        }
+    }));
     let started = std::panic::catch_unwind(move || {
         Tensor::<1>::from_data(TensorData::new(vec![1.0f32], [1]), &probe).into_data()
     });
     std::panic::set_hook(hook);
-    match started {
-        Ok(_) => Ok(Backend {
+    if started.is_ok() {
+        return Ok(Backend {
             device,
-            name: "CUDA device 0".to_string(),
-        }),
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("the CUDA runtime did not start");
-            anyhow::bail!(
-                "no usable CUDA GPU ({why}); install the NVIDIA driver or use --device wgpu/cpu"
-            )
+            name: format!("CUDA device {index} ({tuning})"),
+            kind: "cuda",
+        });
+    }
+    let why = reason
+        .lock()
+        .ok()
+        .and_then(|r| r.clone())
+        .unwrap_or_else(|| "the CUDA runtime did not start".to_string());
+    anyhow::bail!(
+        "no usable CUDA GPU {index} ({}); install the NVIDIA driver or use --device {}",
+        gist(&why),
+        if cfg!(feature = "wgpu") {
+            "wgpu or cpu"
+        } else {
+            "cpu"
         }
+    )
+}
+
+/// A runtime's panic message up to its first line break or " - " aside, in at most 160
+/// characters: the CUDA loader's goes on to list every library name it searched for.
+#[cfg(feature = "cuda")]
+fn gist(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    let line = line.split(" - ").next().unwrap_or(line).trim();
+    match line.char_indices().nth(160) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_string(),
     }
 }
 
@@ -235,6 +412,7 @@ fn wgpu_backend(allow_software: bool) -> Result<Backend> {
             "{} ({:?}, {:?}, driver {} {}, {compiler} kernels; {tuning})",
             info.name, info.backend, info.device_type, info.driver, info.driver_info
         ),
+        kind: "wgpu",
     })
 }
 
@@ -242,7 +420,7 @@ fn wgpu_backend(allow_software: bool) -> Result<Backend> {
 /// kernel variant of every autotuned operation (convolutions, matrix products, fused
 /// element-wise kernels) and compiled SPIR-V. The first run on a GPU tunes each shape it meets
 /// and is slower for it; later runs read the answers back and start at full speed.
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu_cache {
     use burn::cubecl::config::cache::CacheConfig;
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
@@ -319,5 +497,40 @@ fn quiet_headless_vulkan_probe() {
         // of its own (decoding, training, progress bars), and no library thread started
         // earlier reads the environment, so nothing reads it concurrently with this write.
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(names: &[&str]) -> String {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        match Placement::resolve(&names) {
+            Ok(_) => panic!("{names:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn cpu_replicas_share_the_cpu_and_sum_in_host_memory() {
+        let names = ["cpu".to_string(), " cpu".to_string()];
+        let (placement, name) = Placement::resolve(&names).unwrap();
+        assert_eq!(placement.devices, [Device::flex(), Device::flex()]);
+        assert!(!placement.collective);
+        assert!(name.starts_with("2 CPU replicas"), "{name}");
+    }
+
+    #[test]
+    fn device_lists_that_cannot_work_are_refused_with_the_reason() {
+        assert!(refused(&["tpu"]).contains("'tpu' is not a device"));
+        assert!(refused(&[]).contains("names no device"));
+        if cfg!(feature = "cuda") {
+            assert!(refused(&["cpu", "cuda:0"]).contains("mixes device kinds"));
+            assert!(refused(&["cuda:0", "cuda:0"]).contains("names cuda:0 twice"));
+            assert!(refused(&["cuda:x"]).contains("'cuda:x' is not a CUDA device"));
+        } else {
+            assert!(refused(&["cuda:0"]).contains("built without CUDA"));
+        }
     }
 }

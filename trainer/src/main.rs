@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    // A GPU runtime that cannot start (CUDA without a driver) panics on its device thread, and
+    // that thread's channel logs the panic as a warning, one line listing every library name
+    // it looked for: the device check turns the same panic into one error line instead.
+    let filter = format!("{level},cubecl_common::device::handle::channel=error");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp(None)
         .init();
     let compute = petal_trainer::backend::Compute {

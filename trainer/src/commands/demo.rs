@@ -154,7 +154,7 @@ fn train_from_scratch(args: &Args, data: PathBuf) -> Result<train::TrainSummary>
         &spec,
         &recipe(args),
         &run_dir,
-        &DeviceArg::Cpu.resolve()?.device,
+        &train::Placement::one(DeviceArg::Cpu.resolve()?.device),
     )
 }
 

@@ -1,6 +1,6 @@
 //! `petal train`: fine-tune (or train from scratch) on a photo folder with the staged recipe.
 
-use crate::backend::{Compute, PrecisionArg};
+use crate::backend::{Backend, Compute, Placement, PrecisionArg};
 use crate::train::recipe::DEFAULT_RECIPE;
 use crate::train::{self, Interrupted, Recipe, RunSpec, TrainSummary};
 use anyhow::{Context, Result, bail};
@@ -54,6 +54,17 @@ pub struct Args {
     /// Run folder (default: runs/<timestamp>).
     #[arg(short, long, alias = "out")]
     pub output: Option<PathBuf>,
+    /// Train on several devices at once, data parallel, instead of --device: `cuda:0,cuda:1,…`
+    /// gives each GPU an equal shard of every batch (--batch-size is the whole batch) and sums
+    /// their gradients through NCCL. `cpu,cpu` runs the same path on the CPU, no faster than
+    /// one: a check where there is no GPU.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "DEVICE,...",
+        conflicts_with = "print_recipe"
+    )]
+    pub devices: Vec<String>,
 }
 
 fn parse_stage_epochs(s: &str) -> Result<(String, usize), String> {
@@ -125,10 +136,10 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     }
     let result = match &args.resume {
         Some(run_dir) => {
-            let backend = compute.device.resolve()?;
-            println!("resuming {} on {}", run_dir.display(), backend.name);
+            let (placement, name) = placement(&args, compute)?;
+            println!("resuming {} on {name}", run_dir.display());
             train::handle_ctrl_c()?;
-            train::resume(run_dir, &backend.device, compute.precision)
+            train::resume(run_dir, &placement, compute.precision)
         }
         None => {
             let mut recipe = args.recipe()?;
@@ -138,13 +149,21 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
             };
             // Folder mistakes first: they need no GPU to be found.
             train::check_data(&spec, &recipe)?;
-            let backend = compute.device.resolve()?;
+            let (placement, name) = placement(&args, compute)?;
+            let replicas = placement.devices.len();
+            if recipe.batch_size < 2 * replicas {
+                bail!(
+                    "a batch of {} cannot give each of {replicas} devices two images \
+                     (BatchNorm needs two to train): raise --batch-size",
+                    recipe.batch_size
+                );
+            }
             // The command line's choice, else the recipe's; the run folder records the answer.
             let asked = match compute.precision {
                 PrecisionArg::Auto => recipe.precision,
                 explicit => explicit,
             };
-            let precision = backend.precision(asked)?;
+            let precision = asked.on(&placement.devices[0])?;
             recipe.precision = precision.into();
             train::handle_ctrl_c()?;
             let out = args.output.clone().unwrap_or_else(|| {
@@ -167,11 +186,11 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
                 } else {
                     "from scratch"
                 },
-                backend.name,
+                name,
                 stages.join(", "),
                 out.display()
             );
-            train::start(&spec, &recipe, &out, &backend.device)
+            train::start(&spec, &recipe, &out, &placement)
         }
     };
     match result {
@@ -185,6 +204,15 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
         }
         Err(err) => Err(err),
     }
+}
+
+/// The devices the run trains on: `--devices`, else `--device`; and their description.
+fn placement(args: &Args, compute: Compute) -> Result<(Placement, String)> {
+    if args.devices.is_empty() {
+        let Backend { device, name, .. } = compute.device.resolve()?;
+        return Ok((Placement::one(device), name));
+    }
+    Placement::resolve(&args.devices)
 }
 
 pub fn report(summary: &TrainSummary) {

@@ -7,14 +7,23 @@
 //! `recipe.toml` (the resolved recipe), `split.json` and `checkpoints/`.
 
 pub mod checkpoint;
+mod export;
 pub mod lock;
+mod losses;
+mod metrics_file;
+pub mod parallel;
 pub mod recipe;
 pub mod scaler;
 mod stage;
+pub mod step;
+mod stops;
 
 pub use crate::data::split::Split;
 pub use checkpoint::EpochMetrics;
+pub use export::{Which, exported};
+pub use parallel::Placement;
 pub use recipe::Recipe;
+pub use stops::{Diverged, Interrupted, handle_ctrl_c};
 
 use crate::backend::PrecisionArg;
 use crate::data::Sample;
@@ -23,21 +32,26 @@ use crate::data::batches::{Augmented, Batch, batch_seed, for_each_batch};
 use crate::data::split;
 use anyhow::{Context, Result, bail};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 use checkpoint::{Best, Checkpoints, State};
+use export::export_best;
 use indicatif::{ProgressBar, ProgressStyle};
+use losses::{PendingLosses, READ_LOSS_EVERY};
+use metrics_file::write_metrics;
+use parallel::Replicas;
 use petal_shared::classify::{softmax, top_k_indices};
 use petal_shared::fs::write_atomic;
 use petal_shared::import::{Head, load_torchvision};
-use petal_shared::{Bundle, BundleMeta, ComputePrecision, Network, NetworkConfig, Preprocessor};
+use petal_shared::{Bundle, ComputePrecision, Network, NetworkConfig, Preprocessor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+use step::Optimization;
+use stops::INTERRUPT;
 
 pub const RUN_FILE: &str = "run.json";
 pub const RECIPE_FILE: &str = "recipe.toml";
@@ -63,136 +77,18 @@ pub struct TrainSummary {
     pub bundle: PathBuf,
 }
 
-/// Steps whose losses stay on the device before one read brings them all back.
-const READ_LOSS_EVERY: usize = 16;
-
-/// Training losses not read yet. Reading a value back waits for the device to finish every
-/// queued kernel, so reading each step's loss would leave the GPU idle while the next step is
-/// queued; the losses stay on the device and come back in one transfer every
-/// [`READ_LOSS_EVERY`] steps (and before the state is saved or reported).
-#[derive(Default)]
-struct PendingLosses(Vec<(Tensor<1>, usize, usize)>);
-
-impl PendingLosses {
-    /// The mean loss of step `step` (1-based), a batch of `n` images (`[1]`, detached from the
-    /// graph).
-    fn push(&mut self, loss: Tensor<1>, n: usize, step: usize) {
-        self.0.push((loss, n, step));
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Adds the pending losses to the epoch's running sums, in step order: the same sums, bit
-    /// for bit, as adding each step's loss as soon as it was known, so a resumed run still
-    /// reproduces an uninterrupted one. A loss that is not finite is left out of the sums (in
-    /// f16 the scaler skipped that step); the first such step is returned, with its loss.
-    fn add_to(&mut self, state: &mut State) -> Result<Option<(usize, f32)>> {
-        if self.0.is_empty() {
-            return Ok(None);
-        }
-        let pending = std::mem::take(&mut self.0);
-        let losses = pending.iter().map(|(loss, ..)| loss.clone()).collect();
-        let values = Tensor::cat(losses, 0)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("cannot read the training losses: {e:?}"))?;
-        let mut first_bad = None;
-        for (value, (_, n, step)) in values.into_iter().zip(pending) {
-            if !value.is_finite() {
-                first_bad = first_bad.or(Some((step, value)));
-                continue;
-            }
-            state.partial_loss += f64::from(value) * n as f64;
-            state.partial_seen += n;
-        }
-        Ok(first_bad)
-    }
-}
-
-/// The error a run ends with when its loss stopped being a number: the learning rate is too
-/// high for it (or the data holds something the network cannot digest). Nothing of the
-/// diverged epoch is saved; the checkpoint before it and the best epoch's bundle stay.
-#[derive(Debug)]
-pub struct Diverged {
-    pub run_dir: PathBuf,
-    pub epoch: usize,
-    /// 1-based step within the epoch; the number of steps when validation found it.
-    pub step: usize,
-    pub stage: String,
-    pub lr: f64,
-    /// The loss (or validation loss) that was not finite.
-    pub loss: f64,
-    /// Epochs the last good checkpoint holds (`None`: the run had none yet).
-    pub last_good: Option<usize>,
-    /// The best epoch's bundle, exported before stopping.
-    pub bundle: Option<PathBuf>,
-}
-
-impl std::fmt::Display for Diverged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let run = self.run_dir.display();
-        write!(
-            f,
-            "training diverged: the loss is {} at epoch {}, step {} (stage '{}', lr {:.3e}); \
-             lower the stage's lr in {run}/{RECIPE_FILE} and continue with: petal train --resume {run}",
-            self.loss, self.epoch, self.step, self.stage, self.lr
-        )?;
-        match self.last_good {
-            Some(epochs) => write!(f, " (from the checkpoint after epoch {epochs}")?,
-            None => write!(f, " (from the start: no epoch had finished")?,
-        }
-        match &self.bundle {
-            Some(bundle) => write!(f, "; the best epoch's bundle is {})", bundle.display()),
-            None => write!(f, ")"),
-        }
-    }
-}
-
-impl std::error::Error for Diverged {}
-
-/// Set by Ctrl-C: the loop saves a checkpoint after the step in progress and stops.
-static INTERRUPT: AtomicBool = AtomicBool::new(false);
-
-/// Ctrl-C stops the run cleanly after the current step; a second Ctrl-C exits at once (every
-/// file is written atomically, so the last checkpoint stays whole).
-pub fn handle_ctrl_c() -> Result<()> {
-    ctrlc::set_handler(|| {
-        if INTERRUPT.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)");
-    })
-    .context("cannot install the Ctrl-C handler")
-}
-
-/// The error a run ends with when Ctrl-C stopped it.
-#[derive(Debug)]
-pub struct Interrupted {
-    pub run_dir: PathBuf,
-}
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "training interrupted; checkpoint saved. Continue with: petal train --resume {}",
-            self.run_dir.display()
-        )
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
 /// Checks the data folder (layout, classes, images) without training.
 pub fn check_data(spec: &RunSpec, recipe: &Recipe) -> Result<()> {
     split::open(&spec.data, recipe).map(|_| ())
 }
 
 /// Starts a new run in `out` (which must not hold one already).
-pub fn start(spec: &RunSpec, recipe: &Recipe, out: &Path, device: &Device) -> Result<TrainSummary> {
+pub fn start(
+    spec: &RunSpec,
+    recipe: &Recipe,
+    out: &Path,
+    placement: &Placement,
+) -> Result<TrainSummary> {
     refuse_a_started_run(out)?;
     recipe.validate()?;
     // A bad data folder is an error before anything is written.
@@ -210,7 +106,7 @@ pub fn start(spec: &RunSpec, recipe: &Recipe, out: &Path, device: &Device) -> Re
     };
     write(RUN_FILE, &serde_json::to_string_pretty(spec)?)?;
     write(RECIPE_FILE, &recipe.to_toml())?;
-    run(spec, recipe, out, device, false)
+    run(spec, recipe, out, placement, false)
 }
 
 /// A new run never overwrites one that has a checkpoint.
@@ -233,7 +129,11 @@ fn refuse_a_started_run(out: &Path) -> Result<()> {
 /// `precision`: what the command line asked for; a run keeps the number format it started in
 /// (its checkpoints hold that format's optimiser state and loss scale), so only `auto` or the
 /// recorded one are accepted.
-pub fn resume(run_dir: &Path, device: &Device, precision: PrecisionArg) -> Result<TrainSummary> {
+pub fn resume(
+    run_dir: &Path,
+    placement: &Placement,
+    precision: PrecisionArg,
+) -> Result<TrainSummary> {
     let spec_path = run_dir.join(RUN_FILE);
     let spec: RunSpec =
         serde_json::from_slice(&std::fs::read(&spec_path).with_context(|| {
@@ -251,16 +151,18 @@ pub fn resume(run_dir: &Path, device: &Device, precision: PrecisionArg) -> Resul
             precision.name()
         );
     }
-    run(&spec, &recipe, run_dir, device, true)
+    run(&spec, &recipe, run_dir, placement, true)
 }
 
 fn run(
     spec: &RunSpec,
     recipe: &Recipe,
     out: &Path,
-    device: &Device,
+    placement: &Placement,
     resuming: bool,
 ) -> Result<TrainSummary> {
+    // Validation, checkpoints and export run on the first device.
+    let device = &placement.devices[0];
     let (classes, split) = split::open(&spec.data, recipe)?;
     split.write_or_check(&out.join("split.json"), &spec.data, &classes, resuming)?;
     log::info!(
@@ -286,11 +188,24 @@ fn run(
     if !recipe.stochastic_depth {
         model = model.without_stochastic_depth();
     }
-    // f16 gradients need the loss scaled up (see `scaler`); f32 ones do not.
-    let mut scaler =
-        (precision == ComputePrecision::F16).then(|| state.scaler.clone().unwrap_or_default());
+    let optimization = Optimization {
+        // Replaced by the first stage's optimiser before the first step.
+        optimizer: stage::optimizer(recipe.stages.first().context("the recipe has no stage")?),
+        // f16 gradients need the loss scaled up (see `scaler`); f32 ones do not.
+        scaler: (precision == ComputePrecision::F16)
+            .then(|| state.scaler.clone().unwrap_or_default()),
+    };
+    let mut replicas = Replicas::new(
+        model,
+        optimization,
+        placement
+            .devices
+            .iter()
+            .map(|d| d.clone().autodiff())
+            .collect(),
+        placement.collective,
+    )?;
 
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let steps_per_epoch = split.train.len().div_ceil(recipe.batch_size);
     let total_epochs: usize = recipe.stages.iter().map(|s| s.epochs).sum();
     let bar = progress_bar(
@@ -298,7 +213,8 @@ fn run(
         steps_per_epoch * state.epochs_done() + state.step,
     );
     let mut skipped: BTreeSet<PathBuf> = state.skipped.iter().cloned().collect();
-    let mut optim: Option<(burn::optim::ModuleOptimizer, usize)> = None;
+    // The stage the replicas' optimiser serves; `None` before the first stage sets it.
+    let mut optimizer_stage: Option<usize> = None;
 
     while state.stage < recipe.stages.len() {
         let stage = &recipe.stages[state.stage];
@@ -308,20 +224,20 @@ fn run(
             state.stage_epoch = 0;
             continue;
         }
-        model = stage::set_trainable(model, stage.trainable);
+        replicas.map_models(|model| stage::set_trainable(model, stage.trainable));
         // The optimiser (with the stage it serves) carries over into a stage that continues the
         // schedule. A checkpoint's optimiser belongs to the stage in progress, or to the one
         // before when the checkpoint was taken at a stage boundary.
         let mid_stage = state.stage_epoch > 0 || state.step > 0;
-        let carried = optim.take();
-        let (optimizer, _) = optim.insert(match carried {
-            Some((o, s)) if s == state.stage || schedule.continues => (o, state.stage),
-            None if !state.optim_file.is_empty() && (mid_stage || schedule.continues) => (
-                ckpt.load_optim(&state.optim_file, stage::optimizer(stage))?,
-                state.stage,
-            ),
-            _ => (stage::optimizer(stage), state.stage),
-        });
+        match optimizer_stage {
+            Some(s) if s == state.stage || schedule.continues => {}
+            None if !state.optim_file.is_empty() && (mid_stage || schedule.continues) => {
+                replicas
+                    .set_optimizer(ckpt.load_optim(&state.optim_file, stage::optimizer(stage))?);
+            }
+            _ => replicas.set_optimizer(stage::optimizer(stage)),
+        }
+        optimizer_stage = Some(state.stage);
 
         let epoch = state.epochs_done() + 1;
         let lr = schedule.lr_at(state.stage_epoch);
@@ -331,70 +247,53 @@ fn run(
         // The first step whose loss is not finite, with that loss.
         let mut diverged = None;
         let (started, seen_before) = (std::time::Instant::now(), state.partial_seen);
-        // The optimiser takes the network by value; the slot hands it over inside the closure.
-        let mut slot = Some(model);
         let mut pending = PendingLosses::default();
-        for_each_batch(
-            chunks,
-            state.step,
-            &pre,
-            |step| {
-                recipe.augment.then(|| Augmented {
-                    augment: &augment,
-                    seed: batch_seed(recipe.seed, epoch, step),
-                })
-            },
-            |step, batch: Batch| {
-                for (path, err) in &batch.failed {
-                    if skipped.insert(path.clone()) {
-                        log::warn!("skipping {}: {err}", path.display());
+        let f16 = replicas.optimization().scaler.is_some();
+        replicas.epoch(lr, |stepper| {
+            for_each_batch(
+                chunks,
+                state.step,
+                &pre,
+                |step| {
+                    recipe.augment.then(|| Augmented {
+                        augment: &augment,
+                        seed: batch_seed(recipe.seed, epoch, step),
+                    })
+                },
+                |step, batch: Batch| {
+                    for (path, err) in &batch.failed {
+                        if skipped.insert(path.clone()) {
+                            log::warn!("skipping {}: {err}", path.display());
+                        }
                     }
-                }
-                let n = batch.labels.len();
-                // BatchNorm needs more than one value per channel to train.
-                if n >= 2 {
-                    let current = slot
-                        .take()
-                        .context("the network was lost in a failed step")?;
-                    let (x, y) = batch.into_tensors(recipe.image_size, &train_device);
-                    // The step's own seed for what the network draws on the device (ConvNeXt's
-                    // stochastic depth), so that a resumed run draws what it would have.
-                    train_device.seed(batch_seed(recipe.seed, epoch, step));
-                    let loss = loss_fn.forward(current.forward(x), y);
-                    pending.push(loss.clone().detach(), n, step + 1);
-                    let grads = match scaler.as_mut() {
-                        None => Some(GradientsParams::from_grads(loss.backward(), &current)),
-                        Some(scaler) => scaler.gradients(loss, &current),
-                    };
-                    slot = Some(match grads {
-                        Some(grads) => optimizer.step(lr, current, grads),
-                        // Overflowed f16 gradients: this step changes nothing.
-                        None => current,
-                    });
-                }
-                state.step = step + 1;
-                bar.inc(1);
-                let log_now = recipe.log_every > 0 && state.step % recipe.log_every == 0;
-                if log_now || pending.len() >= READ_LOSS_EVERY {
-                    let bad = pending.add_to(&mut state)?;
-                    // In f16 a non-finite loss is the scaler's business (it skipped the step
-                    // and lowered the scale); in f32 nothing brings the network back.
-                    if bad.is_some() && scaler.is_none() {
-                        diverged = bad;
-                        return Ok(false);
+                    let seed = batch_seed(recipe.seed, epoch, step);
+                    for (loss, n) in stepper.step(batch, recipe.image_size, seed)? {
+                        pending.push(loss, n, step + 1);
                     }
-                    let mean = state.partial_loss / state.partial_seen.max(1) as f64;
-                    bar.set_message(format!("loss {mean:.4} lr {lr:.2e}"));
-                    if log_now {
-                        log::info!("epoch {epoch} step {}: train loss {mean:.4}", state.step);
+                    state.step = step + 1;
+                    bar.inc(1);
+                    let log_now = recipe.log_every > 0 && state.step % recipe.log_every == 0;
+                    if log_now || pending.len() >= READ_LOSS_EVERY {
+                        let bad = pending.add_to(&mut state)?;
+                        // In f16 a non-finite loss is the scaler's business (it skipped the
+                        // step and lowered the scale); in f32 nothing brings the network back.
+                        if bad.is_some() && !f16 {
+                            diverged = bad;
+                            return Ok(false);
+                        }
+                        let mean = state.partial_loss / state.partial_seen.max(1) as f64;
+                        bar.set_message(format!("loss {mean:.4} lr {lr:.2e}"));
+                        if log_now {
+                            log::info!("epoch {epoch} step {}: train loss {mean:.4}", state.step);
+                        }
                     }
-                }
-                interrupted = INTERRUPT.load(Ordering::SeqCst);
-                Ok(!interrupted)
-            },
-        )?;
+                    interrupted = INTERRUPT.load(Ordering::SeqCst);
+                    Ok(!interrupted)
+                },
+            )
+        })?;
         let bad = pending.add_to(&mut state)?;
-        if scaler.is_none() {
+        if !f16 {
             diverged = diverged.or(bad);
         }
         // Where this epoch stopped being a number, if it did.
@@ -418,14 +317,14 @@ fn run(
             ));
         }
         let skipped_before = state.scaler.as_ref().map_or(0, |s| s.skipped_steps);
+        let scaler = replicas.optimization().scaler.clone();
         state.scaler.clone_from(&scaler);
-        model = slot.context("the network was lost in a failed step")?;
-        // The last step's BatchNorm statistics belong in what is evaluated and saved.
-        model.sync_running_stats();
+        // The replicas' epoch left the leader's BatchNorm statistics current.
+        let model = replicas.model();
         state.skipped = skipped.iter().cloned().collect();
         if interrupted {
             bar.abandon();
-            ckpt.save(&mut state, &model, optimizer)?;
+            ckpt.save(&mut state, model, &replicas.optimization().optimizer)?;
             return Err(Interrupted {
                 run_dir: out.to_path_buf(),
             }
@@ -482,7 +381,7 @@ fn run(
             state.stage += 1;
             state.stage_epoch = 0;
         }
-        ckpt.save(&mut state, &model, optimizer)?;
+        ckpt.save(&mut state, model, &replicas.optimization().optimizer)?;
     }
     bar.finish_and_clear();
     finish(out, &split.test, &pre, recipe, device, &state)
@@ -506,14 +405,6 @@ fn stop_diverged(
     }
     at.last_good = ckpt.exists().then(|| state.epochs_done());
     at.into()
-}
-
-/// Writes the best epoch's network as `out/bundle`.
-fn export_best(out: &Path, device: &Device) -> Result<PathBuf> {
-    let (meta, model) = exported(out, Which::Best, device)?;
-    let dir = out.join("bundle");
-    Bundle::new(meta, model)?.save(&dir)?;
-    Ok(dir)
 }
 
 /// The network the run continues from: the checkpoint when resuming, else torchvision's
@@ -634,60 +525,10 @@ fn finish(
     })
 }
 
-/// Which network of a run to export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Which {
-    /// The epoch with the best validation accuracy.
-    Best,
-    /// The last checkpoint.
-    Last,
-}
-
-/// A run's network (on `device`, inference mode) and the bundle metadata that describes it.
-pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(BundleMeta, Network)> {
-    if !run_dir.join(RECIPE_FILE).is_file() {
-        bail!(
-            "{} is not a run folder: no {RECIPE_FILE}",
-            run_dir.display()
-        );
-    }
-    let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
-    let split_path = run_dir.join("split.json");
-    if !split_path.is_file() {
-        bail!("{} is not a run folder: no split.json", run_dir.display());
-    }
-    let classes = split::SplitFile::read(&split_path)?.classes;
-    let ckpt = Checkpoints::new(run_dir)?;
-    let state = ckpt.load_state()?;
-    let (file, epoch) = match which {
-        Which::Best => (
-            checkpoint::BEST_FILE.to_string(),
-            state.best.map_or(0, |b| b.epoch),
-        ),
-        Which::Last => (state.model_file.clone(), state.epochs_done()),
-    };
-    let config = NetworkConfig::new(recipe.arch, classes.len());
-    let model = ckpt.load_model(&file, &config, device)?;
-    let mut meta = BundleMeta::new(recipe.arch, classes, recipe.image_size, recipe.resize);
-    meta.source = format!("petal train {} (epoch {epoch})", run_dir.display());
-    Ok((meta, model))
-}
-
 /// A network set up as the recipe's fine-tuning stage trains it (everything but the stem), for
 /// the training benchmark.
 pub fn stage_for_bench(model: Network) -> Network {
     stage::set_trainable(model, recipe::Trainable::AllButStem)
-}
-
-/// Rewrites `metrics.csv` from the run's rows (so a resumed run never duplicates a row). The
-/// `csv` writer quotes what needs it: a stage named `warm,up` stays one column.
-fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
-    let mut csv = csv::Writer::from_writer(Vec::new());
-    for row in rows {
-        csv.serialize(row)?;
-    }
-    let bytes = csv.into_inner().context("cannot finish metrics.csv")?;
-    write_atomic(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Mean loss and accuracy of `model` (inference mode) on `samples`; `None` when none could be
@@ -735,49 +576,4 @@ fn evaluate(
         },
     )?;
     Ok((count > 0).then(|| (loss_sum / count as f64, correct as f64 / count as f64)))
-}
-
-#[cfg(test)]
-mod metrics_file_tests {
-    use super::*;
-
-    /// `metrics.csv` reads back as the rows that were written, whatever a stage is called.
-    #[test]
-    fn metrics_csv_round_trips_a_stage_name_with_a_comma() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(METRICS_FILE);
-        let rows = vec![
-            EpochMetrics {
-                epoch: 1,
-                lr: 0.001,
-                train_loss: 1.25,
-                val_loss: f64::NAN,
-                val_accuracy: 0.5,
-                stage: "warm,up \"1\"".into(),
-            },
-            EpochMetrics {
-                epoch: 2,
-                lr: 5e-4,
-                train_loss: 0.75,
-                val_loss: 0.5,
-                val_accuracy: 0.625,
-                stage: "finetune".into(),
-            },
-        ];
-        write_metrics(&path, &rows).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.starts_with("epoch,lr,train_loss,val_loss,val_accuracy,stage\n"),
-            "{text}"
-        );
-        let back: Vec<EpochMetrics> = csv::Reader::from_path(&path)
-            .unwrap()
-            .deserialize()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[1], rows[1]);
-        assert_eq!(back[0].stage, rows[0].stage);
-        assert!(back[0].val_loss.is_nan());
-    }
 }

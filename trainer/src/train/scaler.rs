@@ -38,13 +38,22 @@ impl Default for LossScaler {
 }
 
 impl LossScaler {
-    /// The gradients of `loss` for `model`'s trainable parameters, at their true size; `None`
+    /// The loss to differentiate: `loss` times the scale.
+    pub fn scale<const D: usize>(&self, loss: Tensor<D>) -> Tensor<D> {
+        loss.mul_scalar(self.scale)
+    }
+
+    /// `grads` (of a loss [`scale`](Self::scale)d by this scaler) at their true size; `None`
     /// when any of them overflowed (the step must be skipped; the scale has been halved).
     ///
     /// Deciding whether to step needs one value back from the device per step: the same wait
-    /// PyTorch's `GradScaler.step` has.
-    pub fn gradients<M: Module>(&mut self, loss: Tensor<1>, model: &M) -> Option<GradientsParams> {
-        let mut grads = GradientsParams::from_grads((loss * self.scale).backward(), model);
+    /// PyTorch's `GradScaler.step` has. Replicas of a data-parallel run decide on the summed
+    /// gradients, which are the same on every replica: they all skip the same steps.
+    pub fn unscale<M: Module>(
+        &mut self,
+        mut grads: GradientsParams,
+        model: &M,
+    ) -> Option<GradientsParams> {
         let mut unscale = Unscale {
             grads: &mut grads,
             factor: 1.0 / self.scale,
@@ -66,6 +75,14 @@ impl LossScaler {
             self.skipped_steps += 1;
             None
         }
+    }
+
+    /// The gradients of `loss` for `model`'s trainable parameters, at their true size
+    /// ([`scale`](Self::scale), backward, [`unscale`](Self::unscale)).
+    #[cfg(test)]
+    pub fn gradients<M: Module>(&mut self, loss: Tensor<1>, model: &M) -> Option<GradientsParams> {
+        let grads = GradientsParams::from_grads(self.scale(loss).backward(), model);
+        self.unscale(grads, model)
     }
 }
 
