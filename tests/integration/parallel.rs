@@ -4,7 +4,7 @@
 //! memory instead of NCCL. That the sum gives the one-device step is checked in
 //! `trainer/src/train/parallel.rs`.
 
-use crate::train::{generated_photos, quick, spawn_until_checkpoint};
+use crate::train::{generated_photos, interrupt, quick, spawn_until_checkpoint};
 use crate::util::{petal, tempdir};
 
 #[test]
@@ -38,19 +38,11 @@ fn two_cpu_replicas_train_checkpoint_and_resume_where_they_stopped() {
     // Interrupted after its first checkpoint and resumed on two replicas again, the run
     // retraces the straight one: every replica restarts from the leader's checkpoint, and the
     // host sum adds the replicas up in the same order every time.
-    let child = spawn_until_checkpoint(d, "b", &with(&["--devices", "cpu,cpu"]));
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    interrupt(spawn_until_checkpoint(
+        d,
+        "b",
+        &with(&["--devices", "cpu,cpu"]),
+    ));
     let resumed = petal(d, ["train", "--resume", "b", "--devices", "cpu,cpu"]);
     assert!(resumed.success().contains("2 CPU replicas"));
     assert_eq!(read("a/metrics.csv"), read("b/metrics.csv"));

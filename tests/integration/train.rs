@@ -239,6 +239,20 @@ pub(crate) fn spawn_until_checkpoint(
     child
 }
 
+/// Sends SIGINT (Ctrl-C) to a running `petal train` and waits for it: it must stop with exit
+/// status 130. Returns its stderr.
+pub(crate) fn interrupt(child: std::process::Child) -> String {
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "stderr:\n{stderr}");
+    stderr
+}
+
 #[test]
 fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
     let dir = tempdir();
@@ -249,15 +263,7 @@ fn ctrl_c_then_resume_gives_the_uninterrupted_result() {
     straight.success();
 
     // The same run, interrupted with SIGINT once the first checkpoint is on disk.
-    let child = spawn_until_checkpoint(dir.path(), "b", &epochs);
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "stderr:\n{stderr}");
+    let stderr = interrupt(spawn_until_checkpoint(dir.path(), "b", &epochs));
     assert!(stderr.contains("petal train --resume b"), "{stderr}");
     assert!(
         !dir.path().join("b/bundle").exists(),

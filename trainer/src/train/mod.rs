@@ -577,3 +577,18 @@ fn evaluate(
     )?;
     Ok((count > 0).then(|| (loss_sum / count as f64, correct as f64 / count as f64)))
 }
+
+/// Every tensor of `model` (parameters and BatchNorm statistics), by name, for the tests of
+/// what a step changes.
+#[cfg(test)]
+pub(crate) fn tensors(model: &Network) -> Vec<(String, Vec<f32>)> {
+    use burn::store::{ModuleSnapshot, bridge};
+    model
+        .collect(None, None, true)
+        .into_iter()
+        .map(|t| {
+            let data = bridge::to_data(&t).unwrap().convert::<f32>();
+            (t.name.clone(), data.try_to_vec::<f32>().unwrap())
+        })
+        .collect()
+}

@@ -490,6 +490,7 @@ mod tests {
     use super::*;
     use crate::train::recipe::Recipe;
     use crate::train::stage;
+    use crate::train::tensors;
     use petal_shared::{Arch, NetworkConfig};
 
     #[test]
@@ -509,19 +510,6 @@ mod tests {
     }
 
     const SIDE: usize = 32;
-
-    /// Every tensor of `model` (parameters and BatchNorm statistics), by name.
-    fn tensors(model: &Network) -> Vec<(String, Vec<f32>)> {
-        use burn::store::{ModuleSnapshot, bridge};
-        model
-            .collect(None, None, true)
-            .into_iter()
-            .map(|t| {
-                let data = bridge::to_data(&t).unwrap().convert::<f32>();
-                (t.name.clone(), data.try_to_vec::<f32>().unwrap())
-            })
-            .collect()
-    }
 
     fn copy(batch: &Batch) -> Batch {
         Batch {

@@ -39,23 +39,11 @@ pub fn optimizer(stage: &Stage) -> ModuleOptimizer {
 mod tests {
     use super::*;
     use crate::train::recipe::Recipe;
+    use crate::train::tensors;
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::GradientsParams;
     use burn::prelude::*;
     use petal_shared::{Arch, BatchNormConfig, NetworkConfig};
-
-    /// Every tensor of the model (parameters and BatchNorm statistics), by name.
-    fn tensors(model: &Network) -> Vec<(String, Vec<f32>)> {
-        use burn::store::{ModuleSnapshot, bridge};
-        model
-            .collect(None, None, true)
-            .into_iter()
-            .map(|t| {
-                let data = bridge::to_data(&t).unwrap().convert::<f32>();
-                (t.name.clone(), data.try_to_vec::<f32>().unwrap())
-            })
-            .collect()
-    }
 
     /// One Adam step of `arch` on random images with `trainable`; the names of the tensors it
     /// changed.
