@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 #[cfg(feature = "cuda")]
 use burn::module::ModuleMapper;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use petal_shared::Network;
@@ -166,18 +166,10 @@ impl Replicas {
                     let summing: Box<dyn GradientSum + '_> = sum.for_rank(rank, &device);
                     for job in job_rx {
                         let current = model.take().expect("a replica keeps its network");
-                        let (n, seed, share) = (job.labels.len(), job.seed, job.share);
-                        let (images, labels) = job.tensors(&device);
-                        device.seed(seed);
-                        let shard = Shard {
-                            images,
-                            labels,
-                            share,
-                        };
                         let (next, loss) =
-                            train_step(current, shard, lr, &loss_fn, &mut optimization, &*summing);
+                            job.run(current, &device, lr, &loss_fn, &mut optimization, &*summing);
                         model = Some(next);
-                        if loss_tx.send((loss, n)).is_err() {
+                        if loss_tx.send(loss).is_err() {
                             break;
                         }
                     }
@@ -296,23 +288,39 @@ fn replicate(model: &Network, device: &Device) -> Network {
     model.valid().train().fork(device)
 }
 
-/// One shard, in host memory, for a replica's thread.
+/// One replica's share of a step: its shard of the batch, in host memory.
 struct Job {
-    images: Vec<f32>,
-    labels: Vec<i64>,
+    shard: Batch,
+    /// The images' side.
     side: usize,
+    /// The shard's images over the batch's (see [`Shard::share`]).
     share: f64,
+    /// What the network draws on the device this step (see [`Stepper::step`]).
     seed: u64,
 }
 
 impl Job {
-    fn tensors(self, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-        Batch {
-            images: self.images,
-            labels: self.labels,
-            failed: Vec::new(),
-        }
-        .into_tensors(self.side, device)
+    /// The step of `model` (on `device`) on this shard: its tensors moved there, the device
+    /// seeded, then [`train_step`]. Returns the updated network and the shard's loss.
+    fn run(
+        self,
+        model: Network,
+        device: &Device,
+        lr: f64,
+        loss_fn: &CrossEntropyLoss,
+        optimization: &mut Optimization,
+        replicas: &dyn GradientSum,
+    ) -> (Network, ShardLoss) {
+        let n = self.shard.labels.len();
+        let (images, labels) = self.shard.into_tensors(self.side, device);
+        device.seed(self.seed);
+        let shard = Shard {
+            images,
+            labels,
+            share: self.share,
+        };
+        let (model, loss) = train_step(model, shard, lr, loss_fn, optimization, replicas);
+        (model, (loss, n))
     }
 }
 
@@ -326,7 +334,7 @@ enum Ranks<'a> {
     /// One device, stepped on the loop's own thread.
     Here {
         replicas: &'a mut Replicas,
-        loss_fn: Box<burn::nn::loss::CrossEntropyLoss>,
+        loss_fn: Box<CrossEntropyLoss>,
     },
     /// One thread per replica.
     Threads {
@@ -349,38 +357,35 @@ impl Stepper<'_> {
                 if total < 2 {
                     return Ok(Vec::new());
                 }
-                let device = replicas.devices[0].clone();
-                let (images, labels) = batch.into_tensors(side, &device);
-                device.seed(seed);
-                let shard = Shard {
-                    images,
-                    labels,
-                    share: 1.0,
-                };
                 let model = replicas.models[0]
                     .take()
                     .context("the network was lost in a failed step")?;
-                let (model, loss) = train_step(
+                let job = Job {
+                    shard: batch,
+                    side,
+                    share: 1.0,
+                    seed,
+                };
+                let (model, loss) = job.run(
                     model,
-                    shard,
+                    &replicas.devices[0],
                     self.lr,
                     loss_fn,
                     &mut replicas.optimizations[0],
                     &Alone,
                 );
                 replicas.models[0] = Some(model);
-                Ok(vec![(loss, total)])
+                Ok(vec![loss])
             }
             Ranks::Threads { jobs, results } => {
                 let n = jobs.len();
                 if total < 2 * n {
                     return Ok(Vec::new());
                 }
-                for (rank, (images, labels)) in shards(batch, n, side).into_iter().enumerate() {
+                for (rank, shard) in shards(batch, n, side).into_iter().enumerate() {
                     let job = Job {
-                        share: labels.len() as f64 / total as f64,
-                        images,
-                        labels,
+                        share: shard.labels.len() as f64 / total as f64,
+                        shard,
                         side,
                         // Replica 0 draws what one device would.
                         seed: seed.wrapping_add((rank as u64) << 48),
@@ -403,7 +408,7 @@ impl Stepper<'_> {
 }
 
 /// `batch` cut into `parts` shards in order, sizes differing by at most one image.
-fn shards(batch: Batch, parts: usize, side: usize) -> Vec<(Vec<f32>, Vec<i64>)> {
+fn shards(batch: Batch, parts: usize, side: usize) -> Vec<Batch> {
     let per_image = 3 * side * side;
     let total = batch.labels.len();
     let mut out = Vec::with_capacity(parts);
@@ -411,10 +416,11 @@ fn shards(batch: Batch, parts: usize, side: usize) -> Vec<(Vec<f32>, Vec<i64>)> 
     for part in 0..parts {
         let len = total / parts + usize::from(part < total % parts);
         let end = start + len;
-        out.push((
-            batch.images[start * per_image..end * per_image].to_vec(),
-            batch.labels[start..end].to_vec(),
-        ));
+        out.push(Batch {
+            images: batch.images[start * per_image..end * per_image].to_vec(),
+            labels: batch.labels[start..end].to_vec(),
+            failed: Vec::new(),
+        });
         start = end;
     }
     out
@@ -502,11 +508,14 @@ mod tests {
             failed: Vec::new(),
         };
         let parts = shards(batch, 3, side);
-        let sizes: Vec<usize> = parts.iter().map(|(_, l)| l.len()).collect();
+        let sizes: Vec<usize> = parts.iter().map(|p| p.labels.len()).collect();
         assert_eq!(sizes, [3, 2, 2]);
-        assert_eq!(parts[1].1, [3, 4]);
-        assert_eq!(parts[1].0, (9..15).map(|v| v as f32).collect::<Vec<_>>());
-        assert_eq!(parts[2].0.last(), Some(&20.0));
+        assert_eq!(parts[1].labels, [3, 4]);
+        assert_eq!(
+            parts[1].images,
+            (9..15).map(|v| v as f32).collect::<Vec<_>>()
+        );
+        assert_eq!(parts[2].images.last(), Some(&20.0));
     }
 
     const SIDE: usize = 32;
