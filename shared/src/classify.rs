@@ -28,10 +28,36 @@ pub fn top_k_indices(values: &[f32], k: usize) -> Vec<usize> {
     order
 }
 
+/// The class a network predicts from one image's logits: the top of the softmax, ties to the
+/// lower index. Every accuracy Petal reports (validation, `eval`, the score CSV, `explain`)
+/// uses this rule, so they agree on the same images.
+pub fn predicted_class(logits: &[f32]) -> usize {
+    top_k_indices(&softmax(logits), 1)
+        .first()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The cross-entropy of one image's logits against its true `class`: `−log softmax[class]`,
+/// computed in `f64` from the log-sum-exp.
+///
+/// # Panics
+/// If `class` is not an index into `logits`.
+pub fn cross_entropy(logits: &[f32], class: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    f64::from(max) + sum.ln() - f64::from(logits[class])
+}
+
 /// The `k` most probable classes for one image's logits.
 pub fn top_k(logits: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
-    let probs = softmax(logits);
-    top_k_indices(&probs, k)
+    ranked(&softmax(logits), labels, k)
+}
+
+/// The `k` most probable classes for one image's probabilities (a [`softmax`] already
+/// computed), named by `labels`.
+pub fn ranked(probs: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
+    top_k_indices(probs, k)
         .into_iter()
         .map(|index| Prediction {
             index,
@@ -59,6 +85,32 @@ mod tests {
         assert_eq!(top_k_indices(&[0.1, 0.7, 0.2], 2), vec![1, 2]);
         assert_eq!(top_k_indices(&[0.5, 0.5], 2), vec![0, 1]);
         assert_eq!(top_k_indices(&[f32::NAN, 1.0], 5), vec![0, 1]);
+    }
+
+    #[test]
+    fn cross_entropy_is_minus_log_softmax() {
+        let logits = [0.5, -1.0, 2.0];
+        for class in 0..3 {
+            let want = -f64::from(softmax(&logits)[class]).ln();
+            assert!(
+                (cross_entropy(&logits, class) - want).abs() < 1e-6,
+                "class {class}"
+            );
+        }
+        // Large logits: no overflow, the loss of the winner is near zero.
+        assert!(cross_entropy(&[1000.0, 0.0], 0).abs() < 1e-12);
+        assert!((cross_entropy(&[1000.0, 0.0], 1) - 1000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn predicted_class_is_the_top_of_the_softmax() {
+        assert_eq!(predicted_class(&[0.1, 3.0, 2.0]), 1);
+        // Logits that differ below f32's resolution of the probabilities tie: the lower index,
+        // although the second logit is the larger one.
+        let (a, b) = (1e-3_f32, 1e-3_f32 + 1e-8);
+        assert!(b > a);
+        assert_eq!(predicted_class(&[a, b]), 0);
+        assert_eq!(predicted_class(&[f32::NAN, 1.0]), 0);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! - [`model`]: the [`Network`] seam over torchvision's ResNet-18/34/50/101/152 and
 //!   ConvNeXt-T, with per-stage activations.
 //! - [`bundle`]: the self-describing model bundle (`petal.json` + burnpack weights).
-//! - [`classify`]: softmax and top-k, shared by the CLI and the web page.
+//! - [`runtime`]: the one way a network runs for answers (logits, top-k, class maps), on the
+//!   CPU's folded form or burn's module on any device; the CLI, training's validation and
+//!   the page use it.
+//! - [`classify`]: softmax, the predicted class and top-k, shared by the CLI and the web page.
 //! - [`cam`]: class activation maps and Grad-CAM mapped back onto the photo (`petal explain`,
 //!   the page).
 //! - [`files`] and [`score_csv`]: which files a folder search takes, their names and order,
@@ -26,6 +29,7 @@ pub mod imagenet;
 pub mod import;
 pub mod model;
 pub mod preprocess;
+pub mod runtime;
 pub mod score_csv;
 
 pub use bundle::{Bundle, BundleError, BundleMeta, Precision};

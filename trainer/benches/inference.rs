@@ -12,7 +12,7 @@
 //! Figures only: nothing here passes or fails on timing.
 
 use burn::prelude::*;
-use petal_shared::model::FoldedResNet;
+use petal_shared::runtime::{Images, Runtime, RuntimeOptions};
 use petal_shared::{Arch, NetworkConfig, Preprocessor};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -74,32 +74,26 @@ fn run_one(arch: Arch, batch: usize, backend: &str, folded: bool, quick: bool) {
         &device,
     );
     let budget = Duration::from_secs(if quick { 3 } else { 10 });
-    let folded = match model.into_resnet() {
-        Ok(resnet) if folded => Ok(resnet),
-        Ok(resnet) => Err(Box::new(resnet.into())),
-        Err(other) => Err(other),
+    // The runtime `petal score` uses, folded or not: the time includes reading the logits back.
+    let options = RuntimeOptions {
+        fold: folded,
+        ..RuntimeOptions::default()
     };
-    let secs = match folded {
-        Ok(resnet) => {
-            let net = FoldedResNet::new(resnet).unwrap();
-            let images = x.into_data().try_into_vec::<f32>().unwrap();
-            time(
-                || {
-                    std::hint::black_box(net.forward(&images, batch, 224, 224));
-                },
-                3,
-                budget,
-            )
-        }
-        Err(model) => time(
-            || {
-                let out = model.forward(x.clone());
-                let _ = out.into_data();
-            },
-            3,
-            budget,
-        ),
-    };
+    let runtime = Runtime::new(model, &device, options).unwrap();
+    let images = Images::new(
+        x.into_data().try_into_vec::<f32>().unwrap(),
+        batch,
+        224,
+        224,
+    )
+    .unwrap();
+    let secs = time(
+        || {
+            std::hint::black_box(runtime.logits(&images).unwrap());
+        },
+        3,
+        budget,
+    );
     println!(
         "{arch} {batch} {:.2} {:.0} {:.0}",
         batch as f64 / secs,

@@ -1,12 +1,11 @@
 //! The wasm-bindgen API the page script (`web/app.js`) calls.
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use image::RgbImage;
 use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
-use petal_shared::classify::{softmax, top_k, top_k_indices};
-use petal_shared::model::FoldedResNet;
-use petal_shared::{Bundle, BundleMeta, Network as Model, Preprocessor};
+use petal_shared::classify::{ranked, softmax};
+use petal_shared::runtime::{self, Evidence, RuntimeOptions};
+use petal_shared::{Bundle, BundleMeta, Preprocessor};
 use serde::Serialize;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -71,7 +70,7 @@ fn meta_summary(meta: &BundleMeta) -> String {
 
 /// One classified image, as the page shows it.
 #[derive(Serialize)]
-struct Outcome {
+struct Classified {
     top: Vec<petal_shared::classify::Prediction>,
     /// Raw logits (for tests against `petal predict --json --logits`).
     logits: Vec<f32>,
@@ -96,27 +95,17 @@ struct Outcome {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum BatchEntry {
-    Classified(Box<Outcome>),
+    Classified(Box<Classified>),
     Failed { error: String },
 }
 
+/// The bundle on its backend, and which backend that is.
 struct Inner {
-    meta: BundleMeta,
-    net: Network,
+    /// The same runtime as `petal predict`'s: burn's module on WebGPU; on the CPU a ResNet
+    /// folded for inference (BatchNorm folded into the convolutions, channels-last kernels),
+    /// other networks burn's module.
+    classifier: runtime::Classifier,
     backend: &'static str,
-    preprocessor: Preprocessor,
-}
-
-/// What computes the logits: burn's module on WebGPU, or on the CPU a ResNet folded for
-/// inference (BatchNorm folded into the convolutions, channels-last kernels) — the same code
-/// path as `petal predict --device cpu`. Other networks run burn's module on the CPU too.
-enum Network {
-    /// Boxed: the module's struct is large and there is one per page.
-    Burn {
-        model: Box<Model>,
-        device: Device,
-    },
-    Cpu(FoldedResNet),
 }
 
 /// A loaded bundle on the chosen backend.
@@ -171,26 +160,10 @@ impl Classifier {
         if let Some(why) = why_cpu {
             web_sys::console::info_1(&format!("petal: CPU backend ({why})").into());
         }
-        let Bundle { meta, model } =
-            Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
-        // A ResNet on the CPU is folded; other networks run burn's module on either backend.
-        let net = match model.into_resnet() {
-            Ok(resnet) if backend == "cpu" => {
-                Network::Cpu(FoldedResNet::new(resnet).map_err(js_err)?)
-            }
-            Ok(resnet) => Network::Burn {
-                model: Box::new(resnet.into()),
-                device,
-            },
-            Err(other) => Network::Burn {
-                model: other,
-                device,
-            },
-        };
+        let bundle = Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
         let inner = Inner {
-            preprocessor: meta.preprocessor(),
-            meta,
-            net,
+            classifier: runtime::Classifier::new(bundle, &device, RuntimeOptions::default())
+                .map_err(js_err)?,
             backend,
         };
         // One warm-up pass: compiles the shaders now rather than on the first photo, and
@@ -211,7 +184,7 @@ impl Classifier {
     /// The bundle's metadata summary (arch, classes, sizes) as JSON.
     #[wasm_bindgen(getter)]
     pub fn meta(&self) -> String {
-        meta_summary(&self.inner.meta)
+        meta_summary(&self.inner.classifier.meta)
     }
 
     /// Classifies several encoded images (an array of `Uint8Array`) in one pass of the
@@ -236,7 +209,7 @@ impl Classifier {
                     .dyn_into::<js_sys::Uint8Array>()
                     .map_err(|_| JsError::new("classifyBatch takes an array of Uint8Array"))?
                     .to_vec();
-                match inner.preprocessor.decode(&bytes) {
+                match inner.classifier.preprocessor.decode(&bytes) {
                     Ok(photo) => {
                         inputs.push(prepare(&inner, &photo, t0));
                         entries.push(None);
@@ -308,48 +281,21 @@ fn rgb_from_rgba(rgba: &[u8], width: u32, height: u32) -> Result<RgbImage, JsErr
     RgbImage::from_raw(width, height, rgb).ok_or_else(|| JsError::new("bad pixel buffer"))
 }
 
-/// What one pass gives for `n` photos: logits (`[n, classes]`, row-major), class activation
-/// maps and Grad-CAM maps of every class.
-struct Pass {
-    logits: Vec<f32>,
-    cam: ClassMaps,
-    grad_cam: ClassMaps,
-}
-
-/// Runs `n` preprocessed images, laid end to end in `tensor` (`[n, 3, side, side]`).
-async fn forward(inner: &Inner, tensor: Vec<f32>, n: usize) -> Result<Pass, JsError> {
-    let side = inner.preprocessor.image_size;
-    match &inner.net {
-        Network::Cpu(net) => {
-            let (logits, cam) = net.forward_with_class_maps(&tensor, n, side, side);
-            let grad_cam = cam.grad_cam_of_linear_head(net.head_bias());
-            Ok(Pass {
-                logits,
-                cam,
-                grad_cam,
-            })
-        }
-        Network::Burn { model, device } => {
-            let input = Tensor::<4>::from_data(TensorData::new(tensor, [n, 3, side, side]), device);
-            let maps = model.maps(input);
-            // Async reads only: a synchronous one would block on the GPU (see lib.rs).
-            let logits = maps.logits.into_data_async().await.map_err(js_err)?;
-            let cam = maps.cam.into_data_async().await.map_err(js_err)?;
-            let grad_cam = maps.grad_cam.into_data_async().await.map_err(js_err)?;
-            Ok(Pass {
-                logits: logits
-                    .try_into_vec::<f32>()
-                    .map_err(|e| js_err(format!("{e:?}")))?,
-                cam: cam::class_maps_from_data(cam).map_err(js_err)?,
-                grad_cam: cam::class_maps_from_data(grad_cam).map_err(js_err)?,
-            })
-        }
-    }
+/// Runs preprocessed images through the network; reads back without blocking (a synchronous
+/// read would block on the GPU, see lib.rs).
+async fn forward(inner: &Inner, tensors: &[Vec<f32>]) -> Result<Evidence, JsError> {
+    let images = inner.classifier.images(tensors).map_err(js_err)?;
+    inner
+        .classifier
+        .runtime
+        .evidence_async(&images)
+        .await
+        .map_err(js_err)
 }
 
 async fn warm_up(inner: &Inner) -> Result<(), JsError> {
-    let side = inner.preprocessor.image_size;
-    forward(inner, vec![0.0; 3 * side * side], 1).await?;
+    let side = inner.classifier.preprocessor.image_size;
+    forward(inner, &[vec![0.0; 3 * side * side]]).await?;
     Ok(())
 }
 
@@ -364,7 +310,7 @@ struct Prepared {
 
 /// `t0`: when the work on this photo started.
 fn prepare(inner: &Inner, photo: &RgbImage, t0: f64) -> Prepared {
-    let tensor = inner.preprocessor.tensor_from_image(photo);
+    let tensor = inner.classifier.preprocessor.tensor_from_image(photo);
     Prepared {
         tensor,
         width: photo.width(),
@@ -374,40 +320,42 @@ fn prepare(inner: &Inner, photo: &RgbImage, t0: f64) -> Prepared {
 }
 
 /// Runs prepared photos through the network in one pass; one outcome each, in order.
-async fn classify(inner: &Inner, photos: Vec<Prepared>, k: usize) -> Result<Vec<Outcome>, JsError> {
+async fn classify(
+    inner: &Inner,
+    photos: Vec<Prepared>,
+    k: usize,
+) -> Result<Vec<Classified>, JsError> {
     let n = photos.len();
-    let mut input = Vec::with_capacity(n * photos.first().map_or(0, |p| p.tensor.len()));
-    let mut sizes = Vec::with_capacity(n);
-    for photo in photos {
-        input.extend_from_slice(&photo.tensor);
-        sizes.push((photo.width, photo.height, photo.preprocess_ms));
-    }
+    let (tensors, sizes): (Vec<_>, Vec<_>) = photos
+        .into_iter()
+        .map(|p| (p.tensor, (p.width, p.height, p.preprocess_ms)))
+        .unzip();
     let t1 = now_ms();
-    let pass = forward(inner, input, n).await?;
+    let evidence = forward(inner, &tensors).await?;
     let share = (now_ms() - t1) / n as f64;
-    let classes = &inner.meta.classes;
     let k = k.max(1);
-    pass.logits
-        .chunks_exact(classes.len())
+    evidence
+        .logits
+        .rows()
         .zip(sizes)
         .enumerate()
         .map(|(i, (logits, (width, height, preprocess_ms)))| {
             let probs = softmax(logits);
-            let top = top_k_indices(&probs, k);
+            let top = ranked(&probs, inner.classifier.classes(), k);
             let of = |maps: &ClassMaps| {
                 top.iter()
-                    .map(|&class| maps.map(i, class))
+                    .map(|p| maps.map(i, p.index))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(js_err)
             };
-            Ok(Outcome {
-                top: top_k(logits, classes, k),
+            Ok(Classified {
+                top,
                 probs,
                 logits: logits.to_vec(),
                 width,
                 height,
-                maps: of(&pass.cam)?,
-                grad_maps: of(&pass.grad_cam)?,
+                maps: of(&evidence.cam)?,
+                grad_maps: of(&evidence.grad_cam)?,
                 preprocess_ms,
                 inference_ms: share,
                 batch: n,

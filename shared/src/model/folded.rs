@@ -7,7 +7,7 @@
 //! `bn(conv(x)) = γ·(W∗x − μ)/√(σ²+ε) + β = (s·W)∗x + (β − s·μ)` with `s = γ/√(σ²+ε)` per
 //! output channel.
 
-use super::{BatchNorm, Block, ResNet};
+use super::{BatchNorm, Block, Network, ResNet};
 use crate::cam::ClassMaps;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -40,6 +40,28 @@ pub struct FoldedResNet {
     stem: petal_kernels::Conv2d,
     blocks: Vec<FoldedBlock>,
     fc: Linear,
+}
+
+/// The CPU inference form of a network whose family has one (today the ResNets), as
+/// [`crate::runtime::Runtime`] runs it.
+pub type FoldedNetwork = FoldedResNet;
+
+impl Network {
+    /// Whether [`fold`](Self::fold) has a form for this network's family.
+    pub fn can_fold(&self) -> bool {
+        matches!(self, Network::ResNet(_))
+    }
+
+    /// The network's folded CPU inference form (its BatchNorm running statistics are used).
+    pub fn fold(self) -> Result<FoldedNetwork, FoldError> {
+        match self {
+            Network::ResNet(m) => FoldedResNet::new(m),
+            other => Err(FoldError::Unsupported(format!(
+                "{} has no folded CPU form",
+                other.arch()
+            ))),
+        }
+    }
 }
 
 impl FoldedResNet {
@@ -95,6 +117,11 @@ impl FoldedResNet {
     /// [`ClassMaps::grad_cam_of_linear_head`]).
     pub fn head_bias(&self) -> &[f32] {
         self.fc.bias()
+    }
+
+    /// Grad-CAM from this network's class maps (see [`ClassMaps::grad_cam_of_linear_head`]).
+    pub fn grad_cam(&self, cam: &ClassMaps) -> ClassMaps {
+        cam.grad_cam_of_linear_head(self.head_bias())
     }
 
     /// Logits, as [`forward`](Self::forward) computes them, and the class activation maps of

@@ -21,7 +21,7 @@ pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use convnext::{
     ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling,
 };
-pub use folded::{FoldError, FoldedResNet};
+pub use folded::{FoldError, FoldedNetwork, FoldedResNet};
 pub use network::{Maps, Network, NetworkConfig, ParamGroup};
 pub use precision::ComputePrecision;
 pub use resnet::{ResNet, ResNetConfig, Stages};

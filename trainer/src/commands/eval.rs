@@ -3,11 +3,12 @@
 
 use crate::backend::Compute;
 use crate::data::ImageFolder;
-use crate::inference::{Classifier, Outcome};
+use crate::inference::{self, FileLogits};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use anyhow::{Context, Result, bail};
 use petal_shared::classify::{Prediction, top_k};
 use petal_shared::files::relative;
+use petal_shared::runtime::Classifier;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -126,7 +127,7 @@ pub fn evaluate(args: &Args, compute: Compute) -> Result<Report> {
     // commonest mistake; loading a ResNet-101 takes seconds.
     let listed = ImageFolder::open(&args.data)?;
     let (backend, precision) = compute.resolve()?;
-    let mut classifier = Classifier::load(&args.model, backend.device, precision)?;
+    let mut classifier = inference::load(&args.model, &backend.device, precision, false)?;
     classifier.preprocessor.allow_truncated = args.allow_truncated;
     let classes = classifier.classes().to_vec();
     check_classes(&classes, &listed.classes, &args.data)?;
@@ -148,10 +149,11 @@ fn classify_with_progress(
     classifier: &Classifier,
     folder: &ImageFolder,
     batch_size: usize,
-) -> Result<Vec<Outcome>> {
+) -> Result<Vec<FileLogits>> {
     let files: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
     let bar = indicatif::ProgressBar::new(files.len() as u64);
-    let outcomes = classifier.classify_files(&files, batch_size, |n| bar.inc(n as u64))?;
+    let outcomes =
+        inference::classify_files(classifier, &files, batch_size, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     Ok(outcomes)
 }
@@ -167,7 +169,7 @@ struct Tally {
 /// classes; an error if no image at all could be read.
 fn tally(
     folder: &ImageFolder,
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<FileLogits>,
     classes: &[String],
     root: &Path,
 ) -> Result<Tally> {

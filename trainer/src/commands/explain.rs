@@ -2,13 +2,13 @@
 //! or Grad-CAM).
 
 use crate::backend::Compute;
+use crate::inference;
 use anyhow::{Context, Result, bail};
-use burn::prelude::*;
-use petal_shared::cam::{self, ClassMap, ClassMaps, CropGeometry};
-use petal_shared::classify::{softmax, top_k_indices};
+use petal_shared::cam::{self, ClassMap, CropGeometry};
+use petal_shared::classify::softmax;
 use petal_shared::fs::write_atomic;
-use petal_shared::model::FoldedResNet;
-use petal_shared::{Bundle, BundleMeta, Network as Model, Preprocessor};
+use petal_shared::runtime::Classifier;
+use petal_shared::{BundleMeta, ComputePrecision};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
@@ -93,42 +93,6 @@ struct Explained {
     crop: [f64; 4],
 }
 
-/// The network that computes logits and maps: for a ResNet on the CPU the folded one (as
-/// `predict` uses), otherwise burn's module on the device.
-enum Network {
-    Folded(FoldedResNet),
-    Burn(Box<Model>, Device),
-}
-
-impl Network {
-    /// The logits of one preprocessed image and its maps for every class, by `method`.
-    fn maps(&self, input: Vec<f32>, side: usize, method: Method) -> Result<(Vec<f32>, ClassMaps)> {
-        match self {
-            Network::Folded(net) => {
-                let (logits, cam) = net.forward_with_class_maps(&input, 1, side, side);
-                Ok(match method {
-                    Method::Cam => (logits, cam),
-                    Method::GradCam => (logits, cam.grad_cam_of_linear_head(net.head_bias())),
-                })
-            }
-            Network::Burn(model, device) => {
-                let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), device);
-                let maps = model.maps(x);
-                let chosen = match method {
-                    Method::Cam => maps.cam,
-                    Method::GradCam => maps.grad_cam,
-                };
-                let logits = maps
-                    .logits
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("cannot read logits back: {e:?}"))?;
-                Ok((logits, cam::class_maps_from_data(chosen.into_data())?))
-            }
-        }
-    }
-}
-
 pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.opacity) {
         bail!("--opacity must be between 0 and 1, not {}", args.opacity);
@@ -136,33 +100,24 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     let outputs = output_names(&args.images, &args.output, args.method.suffix())?;
     // Maps are computed in f32 whatever `--precision` says: they are compared across devices.
     let device = compute.device.resolve()?.device;
-    let Bundle { meta, model } = Bundle::load(&args.model, &device)
-        .with_context(|| format!("cannot load bundle {}", args.model.display()))?;
+    let classifier = inference::load(&args.model, &device, ComputePrecision::F32, false)?;
     let forced = args
         .class
         .as_deref()
-        .map(|name| class_index(&meta, name))
+        .map(|name| class_index(&classifier.meta, name))
         .transpose()?;
-    let net = match model.into_resnet() {
-        Ok(resnet) if device == Device::flex() => Network::Folded(
-            FoldedResNet::new(resnet).context("cannot prepare the network for the CPU")?,
-        ),
-        Ok(resnet) => Network::Burn(Box::new(resnet.into()), device),
-        Err(other) => Network::Burn(other, device),
-    };
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
 
-    let pre = meta.preprocessor();
     let mut records = Vec::with_capacity(args.images.len());
     let mut failed = 0;
     for (path, out) in args.images.iter().zip(&outputs) {
-        let how = How {
+        let drawing = Drawing {
             method: args.method,
             forced,
             opacity: args.opacity,
         };
-        let record = match explain_one(&net, &meta, &pre, path, how) {
+        let record = match explain_one(&classifier, path, drawing) {
             Ok((explained, png)) => {
                 write_atomic(out, &png)
                     .with_context(|| format!("cannot write {}", out.display()))?;
@@ -205,7 +160,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
 
 /// What to draw for each photo.
 #[derive(Clone, Copy)]
-struct How {
+struct Drawing {
     method: Method,
     /// The class to explain (`--class`); each photo's top class without it.
     forced: Option<usize>,
@@ -214,30 +169,36 @@ struct How {
 
 /// Explains one photo: the record and the overlay's PNG bytes.
 fn explain_one(
-    net: &Network,
-    meta: &BundleMeta,
-    pre: &Preprocessor,
+    classifier: &Classifier,
     path: &Path,
-    how: How,
+    drawing: Drawing,
 ) -> Result<(Explained, Vec<u8>)> {
+    let pre = &classifier.preprocessor;
     let bytes = std::fs::read(path).context("cannot read")?;
     let photo = pre.decode(&bytes)?;
-    let side = pre.image_size;
-    let (logits, maps) = net.maps(pre.tensor_from_image(&photo), side, how.method)?;
-    let probs = softmax(&logits);
-    let class = how.forced.unwrap_or_else(|| top_k_indices(&probs, 1)[0]);
+    let images = classifier.images(&[pre.tensor_from_image(&photo)])?;
+    let evidence = classifier.runtime.evidence(&images)?;
+    let logits = evidence.logits.row(0);
+    let probs = softmax(logits);
+    let class = drawing
+        .forced
+        .unwrap_or_else(|| evidence.logits.predicted(0));
+    let maps = match drawing.method {
+        Method::Cam => &evidence.cam,
+        Method::GradCam => &evidence.grad_cam,
+    };
     let map = maps.map(0, class)?;
     let geometry = CropGeometry::new(photo.width(), photo.height(), pre);
     let projected = geometry.project(&map, photo.width(), photo.height());
     let layer = cam::heat_layer(&cam::normalise(&projected), photo.width(), photo.height());
-    let png = cam::png_bytes(&cam::overlay(&photo, &layer, how.opacity))?;
+    let png = cam::png_bytes(&cam::overlay(&photo, &layer, drawing.opacity))?;
     Ok((
         Explained {
             class,
-            label: meta.classes[class].clone(),
+            label: classifier.classes()[class].clone(),
             prob: probs[class],
             logit: logits[class],
-            method: how.method,
+            method: drawing.method,
             map,
             crop: geometry.crop_in_original(),
         },

@@ -1,9 +1,9 @@
 //! `petal predict`: top classes for a few images.
 
 use crate::backend::Compute;
-use crate::inference::Classifier;
+use crate::inference;
 use anyhow::Result;
-use petal_shared::classify::{Prediction, top_k};
+use petal_shared::classify::Prediction;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,13 +49,13 @@ struct Record<'a> {
 
 pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
     let (backend, precision) = compute.resolve()?;
-    let mut classifier = Classifier::load(&args.model, backend.device, precision)?;
+    let mut classifier = inference::load(&args.model, &backend.device, precision, false)?;
     classifier.preprocessor.allow_truncated = args.allow_truncated;
-    let outcomes = classifier.classify_files(&args.images, args.batch_size, |_| {})?;
+    let outcomes = inference::classify_files(&classifier, &args.images, args.batch_size, |_| {})?;
     let k = args.top_k.max(1);
     let preds: Vec<Option<Vec<Prediction>>> = outcomes
         .iter()
-        .map(|o| o.as_ref().ok().map(|l| top_k(l, classifier.classes(), k)))
+        .map(|o| o.as_ref().ok().map(|l| classifier.top_k(l, k)))
         .collect();
 
     let mut failed = 0;

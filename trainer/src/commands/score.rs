@@ -2,11 +2,11 @@
 
 use crate::backend::Compute;
 use crate::data::folder::list_images;
-use crate::inference::Classifier;
+use crate::inference;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use petal_shared::ComputePrecision;
-use petal_shared::classify::{softmax, top_k_indices};
+use petal_shared::classify::{predicted_class, softmax};
 use petal_shared::files::relative;
 pub use petal_shared::score_csv::Columns;
 use petal_shared::score_csv::{ScoreRow, score_csv};
@@ -69,8 +69,7 @@ pub fn score(
     device: Device,
     precision: ComputePrecision,
 ) -> Result<ScoreReport> {
-    let mut classifier = Classifier::load(model, device, precision)?;
-    classifier.tta = options.tta;
+    let mut classifier = inference::load(model, &device, precision, options.tta)?;
     classifier.preprocessor.allow_truncated = options.allow_truncated;
     let files = list_images(images)?;
     if files.is_empty() {
@@ -78,7 +77,9 @@ pub fn score(
     }
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     let outcomes =
-        classifier.classify_files(&files, options.batch_size.max(1), |n| bar.inc(n as u64))?;
+        inference::classify_files(&classifier, &files, options.batch_size.max(1), |n| {
+            bar.inc(n as u64)
+        })?;
     bar.finish_and_clear();
 
     let mut rows = Vec::with_capacity(files.len());
@@ -87,7 +88,7 @@ pub fn score(
         match outcome {
             Ok(logits) => {
                 let probs = softmax(&logits);
-                let best = top_k_indices(&probs, 1)[0];
+                let best = predicted_class(&logits);
                 rows.push(ScoreRow {
                     file: relative(path, images),
                     label: classifier.classes()[best].clone(),

@@ -31,7 +31,6 @@ use crate::data::augment::Augment;
 use crate::data::batches::{Augmented, Batch, batch_seed, for_each_batch};
 use crate::data::split;
 use anyhow::{Context, Result, bail};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use checkpoint::{Best, Checkpoints, State};
 use export::export_best;
@@ -39,9 +38,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use losses::{PendingLosses, READ_LOSS_EVERY};
 use metrics_file::write_metrics;
 use parallel::Replicas;
-use petal_shared::classify::{softmax, top_k_indices};
+use petal_shared::classify::cross_entropy;
 use petal_shared::fs::write_atomic;
 use petal_shared::import::{Head, load_torchvision};
+use petal_shared::runtime::{Images, Runtime, RuntimeOptions};
 use petal_shared::{Bundle, ComputePrecision, Network, NetworkConfig, Preprocessor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -531,8 +531,9 @@ pub fn stage_for_bench(model: Network) -> Network {
     stage::set_trainable(model, recipe::Trainable::AllButStem)
 }
 
-/// Mean loss and accuracy of `model` (inference mode) on `samples`; `None` when none could be
-/// read.
+/// Mean loss and accuracy of `model` (inference mode) on `samples`, through the same runtime
+/// and the same predicted-class rule as `petal eval` (so a run's validation accuracy and `eval`
+/// on the same images agree); `None` when none could be read.
 fn evaluate(
     model: &Network,
     samples: &[Sample],
@@ -540,7 +541,8 @@ fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<Option<(f64, f64)>> {
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let runtime = Runtime::new(model.clone(), device, RuntimeOptions::default())?;
+    let side = pre.image_size;
     let (mut loss_sum, mut correct, mut count) = (0.0, 0usize, 0usize);
     let chunks = samples.chunks(batch_size).map(<[Sample]>::to_vec).collect();
     for_each_batch(
@@ -553,24 +555,12 @@ fn evaluate(
             if n == 0 {
                 return Ok(true);
             }
-            let labels = batch.labels.clone();
-            let (x, y) = batch.into_tensors(pre.image_size, device);
-            let logits = model.forward(x);
-            loss_sum +=
-                f64::from(loss_fn.forward(logits.clone(), y).into_scalar::<f32>()) * n as f64;
-            // The predicted class by `petal eval`'s rule (top-1 of the softmax, ties to the
-            // lower index), so a run's validation accuracy and `eval` on the same images agree.
-            let classes = logits.dims()[1];
-            let values = logits
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            correct += values
-                .chunks(classes)
-                .zip(&labels)
-                .filter(|(row, l)| top_k_indices(&softmax(row), 1).first() == Some(&(**l as usize)))
-                .count();
+            let logits = runtime.logits(&Images::new(batch.images, n, side, side)?)?;
+            for (i, &label) in batch.labels.iter().enumerate() {
+                let label = usize::try_from(label).context("a negative label")?;
+                loss_sum += cross_entropy(logits.row(i), label);
+                correct += usize::from(logits.predicted(i) == label);
+            }
             count += n;
             Ok(true)
         },
