@@ -1,8 +1,9 @@
 //! The `petal` binary end to end: preprocess, import, predict.
 
 use crate::reference::{PHOTO, convnext_tiny, resnet18};
-use crate::util::{Run, fixtures, logits, petal, petal_bin, photo, predict_one, read_npy, tempdir};
-use std::ffi::OsString;
+use crate::util::{
+    Run, TestCommand, fixtures, logits, petal, petal_bin, photo, predict_one, read_npy, tempdir,
+};
 use std::path::Path;
 
 fn write_labels(dir: &Path, n: usize) -> std::path::PathBuf {
@@ -15,18 +16,14 @@ fn write_labels(dir: &Path, n: usize) -> std::path::PathBuf {
 /// `petal import` of the reference ResNet-18 with `classes` generated labels into `out`.
 fn import_resnet18(dir: &Path, classes: usize, out: &str, extra: &[&str]) -> Run {
     let labels = write_labels(dir, classes);
-    let mut args: Vec<OsString> = vec![
-        "import".into(),
-        resnet18().file("resnet18.pth").into(),
-        "--arch".into(),
-        "resnet18".into(),
-        "--labels".into(),
-        labels.into(),
-        "-o".into(),
-        out.into(),
-    ];
-    args.extend(extra.iter().map(Into::into));
-    petal(dir, args)
+    TestCommand::new(dir)
+        .arg("import")
+        .arg(resnet18().file("resnet18.pth"))
+        .args(["--arch", "resnet18", "--labels"])
+        .arg(labels)
+        .args(["-o", out])
+        .args(extra)
+        .run()
 }
 
 #[test]
@@ -127,18 +124,14 @@ fn convnext_import_then_predict_and_grad_cam_match_torchvision() {
     let dir = tempdir();
     let labels = write_labels(dir.path(), 1000);
     let import = |out: &str, extra: &[&str]| {
-        let mut args: Vec<OsString> = vec![
-            "import".into(),
-            r.file("convnext_tiny.safetensors").into(),
-            "--arch".into(),
-            "convnext_tiny".into(),
-            "--labels".into(),
-            labels.clone().into(),
-            "-o".into(),
-            out.into(),
-        ];
-        args.extend(extra.iter().map(Into::into));
-        petal(dir.path(), args).success()
+        TestCommand::new(dir.path())
+            .arg("import")
+            .arg(r.file("convnext_tiny.safetensors"))
+            .args(["--arch", "convnext_tiny", "--labels"])
+            .arg(&labels)
+            .args(["-o", out])
+            .args(extra)
+            .success()
     };
     import("default", &[]);
     let meta: serde_json::Value =
@@ -169,18 +162,12 @@ fn convnext_import_then_predict_and_grad_cam_match_torchvision() {
         petal_shared::classify::top_k_indices(want, 5)
     );
 
-    let args: Vec<OsString> = vec![
-        "explain".into(),
-        "--model".into(),
-        "r256".into(),
-        "--method".into(),
-        "grad-cam".into(),
-        "--json".into(),
-        "-o".into(),
-        "maps".into(),
-        photo(PHOTO).into(),
-    ];
-    let out = petal(dir.path(), args).success();
+    let out = TestCommand::new(dir.path())
+        .args([
+            "explain", "--model", "r256", "--method", "grad-cam", "--json", "-o", "maps",
+        ])
+        .arg(photo(PHOTO))
+        .success();
     let records: serde_json::Value = serde_json::from_str(&out).unwrap();
     let e = &records[0]["explained"];
     assert_eq!(e["method"], "grad-cam");

@@ -3,14 +3,15 @@
 //! back to the other backends. On a machine with the NVIDIA driver the same commands must run
 //! on the GPU instead; `scripts/bench-gpu` measures that.
 
-use crate::util::{nvidia_driver, petal, photo, tempdir};
+use crate::util::{TestCommand, nvidia_driver, petal, photo, tempdir};
 
 /// `petal --device cuda ARGS` in `dir`: on a machine without a GPU, exit status 1 with one
 /// line that says what is missing and what to use instead.
 fn refused_or_ran(dir: &std::path::Path, args: &[&str]) {
-    let mut all = vec!["--device", "cuda"];
-    all.extend(args);
-    let run = petal(dir, &all);
+    let run = TestCommand::new(dir)
+        .args(["--device", "cuda"])
+        .args(args)
+        .run();
     if nvidia_driver() {
         run.success();
         return;

@@ -2,7 +2,7 @@
 //! made here from `petal predict --json` on the same files; unreadable images; class checks.
 
 use crate::reference::resnet18;
-use crate::util::{petal, tempdir};
+use crate::util::{TestCommand, petal, tempdir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,16 +74,13 @@ fn write_images(dir: &Path, n: usize) -> Vec<PathBuf> {
 
 /// `petal predict --json` on `files`: per file, the top-3 (label, prob), best first.
 fn predict(dir: &Path, files: &[PathBuf]) -> Vec<Vec<(String, f64)>> {
-    let mut args = vec![
-        "predict".into(),
-        "--model".into(),
-        bundle().as_os_str().to_owned(),
-        "--json".into(),
-        "-k".into(),
-        "3".into(),
-    ];
-    args.extend(files.iter().map(|f| f.as_os_str().to_owned()));
-    let json: Value = serde_json::from_str(&petal(dir, args).success()).unwrap();
+    let stdout = TestCommand::new(dir)
+        .args(["predict", "--model"])
+        .arg(bundle())
+        .args(["--json", "-k", "3"])
+        .args(files)
+        .success();
+    let json: Value = serde_json::from_str(&stdout).unwrap();
     json.as_array()
         .unwrap()
         .iter()

@@ -2,22 +2,18 @@
 //! and against the resize/crop geometry.
 
 use crate::eval::bundle;
-use crate::util::{logits, petal, photo, predict_one, tempdir};
+use crate::util::{TestCommand, logits, photo, predict_one, tempdir};
 use serde_json::Value;
 use std::path::Path;
 
 fn explain(dir: &Path, extra: &[&str], images: &[&Path]) -> crate::util::Run {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "explain".into(),
-        "--model".into(),
-        bundle().into(),
-        "-o".into(),
-        "out".into(),
-        "--json".into(),
-    ];
-    args.extend(extra.iter().map(Into::into));
-    args.extend(images.iter().map(Into::into));
-    petal(dir, args)
+    TestCommand::new(dir)
+        .args(["explain", "--model"])
+        .arg(bundle())
+        .args(["-o", "out", "--json"])
+        .args(extra)
+        .args(images)
+        .run()
 }
 
 fn records(stdout: &str) -> Vec<Value> {

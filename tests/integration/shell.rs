@@ -31,88 +31,37 @@ fn sh_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-/// One shell word or operator.
+/// What a shell word is to a command line: `&&`, `||`, `;` and `|` end a command; `>`, `>>`,
+/// `<` and `2>` (alone, or with their file attached as in `2>/dev/null`) redirect.
 #[derive(Debug, PartialEq)]
-enum Token {
-    Word(String),
-    /// `&&`, `||`, `;`, `|`: the next word starts a new command.
+enum Operator {
     Separator,
-    /// `>`, `>>`, `<`, `2>`: the next word is a file, not an argument.
-    Redirect,
+    /// `file_attached`: the operator's word also holds its file; otherwise the next word is it.
+    Redirect {
+        file_attached: bool,
+    },
 }
 
-/// Splits a logical line (continuations already joined) the way a POSIX shell does for the
-/// plain commands a README holds: quotes, backslash escapes, comments, operators. Variable
-/// and glob expansion are left alone: `photos/*.jpg` stays one word, as with no match.
-fn shell_words(line: &str) -> Vec<Token> {
-    let mut tokens = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars().peekable();
-    let flush = |tokens: &mut Vec<Token>, word: &mut String, in_word: &mut bool| {
-        if *in_word {
-            tokens.push(Token::Word(std::mem::take(word)));
-            *in_word = false;
-        }
-    };
-    while let Some(c) = chars.next() {
-        match c {
-            '#' if !in_word => break,
-            ' ' | '\t' => flush(&mut tokens, &mut word, &mut in_word),
-            '\'' => {
-                in_word = true;
-                for c in chars.by_ref() {
-                    if c == '\'' {
-                        break;
-                    }
-                    word.push(c);
-                }
-            }
-            '"' => {
-                in_word = true;
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => word.extend(chars.next()),
-                        c => word.push(c),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                word.extend(chars.next());
-            }
-            '&' | '|' | ';' => {
-                flush(&mut tokens, &mut word, &mut in_word);
-                if matches!(chars.peek(), Some('&' | '|')) {
-                    chars.next();
-                }
-                tokens.push(Token::Separator);
-            }
-            '>' | '<' => {
-                // A file descriptor number right before the operator (`2>`) belongs to it.
-                if in_word && word.chars().all(|c| c.is_ascii_digit()) {
-                    word.clear();
-                    in_word = false;
-                }
-                flush(&mut tokens, &mut word, &mut in_word);
-                if chars.peek() == Some(&'>') {
-                    chars.next();
-                }
-                tokens.push(Token::Redirect);
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
+fn operator(word: &str) -> Option<Operator> {
+    if matches!(word, "&&" | "||" | ";" | "|") {
+        return Some(Operator::Separator);
     }
-    flush(&mut tokens, &mut word, &mut in_word);
-    tokens
+    // A file descriptor number right before the operator (`2>`) belongs to it.
+    let op = word.trim_start_matches(|c: char| c.is_ascii_digit());
+    let file = op
+        .strip_prefix(">>")
+        .or_else(|| op.strip_prefix('>'))
+        .or_else(|| op.strip_prefix('<'))?;
+    Some(Operator::Redirect {
+        file_attached: !file.is_empty(),
+    })
 }
 
-/// The commands of a ```sh block: continuation lines joined, comments and redirections
-/// dropped, `a && b` split in two.
+/// The commands of a ```sh block: continuation lines joined, each logical line split into
+/// words as a POSIX shell does (quotes, backslash escapes, comments; `shlex`), redirections
+/// dropped, `a && b` and `a; b` split in two. Variable and glob expansion are left alone:
+/// `photos/*.jpg` stays one word, as with no match. Operators are recognised as words of
+/// their own, the way a README spaces them.
 fn commands(block: &str) -> Vec<Vec<String>> {
     let mut logical = Vec::new();
     let mut pending = String::new();
@@ -130,14 +79,26 @@ fn commands(block: &str) -> Vec<Vec<String>> {
     }
     let mut out = Vec::new();
     for line in logical {
+        let words = shlex::split(&line)
+            .unwrap_or_else(|| panic!("not a complete shell command line: {line}"));
         let mut command = Vec::new();
         let mut skip_next = false;
-        for token in shell_words(&line) {
-            match token {
-                Token::Separator => out.push(std::mem::take(&mut command)),
-                Token::Redirect => skip_next = true,
-                Token::Word(_) if skip_next => skip_next = false,
-                Token::Word(w) => command.push(w),
+        for word in words {
+            if std::mem::take(&mut skip_next) {
+                continue;
+            }
+            // `a; b`: the shell ends the command at a `;` that ends a word.
+            let (word, ends) = match word.strip_suffix(';') {
+                Some(w) if !w.is_empty() => (w.to_string(), true),
+                _ => (word, false),
+            };
+            match operator(&word) {
+                Some(Operator::Separator) => out.push(std::mem::take(&mut command)),
+                Some(Operator::Redirect { file_attached }) => skip_next = !file_attached,
+                None => command.push(word),
+            }
+            if ends {
+                out.push(std::mem::take(&mut command));
             }
         }
         out.push(command);
@@ -183,6 +144,14 @@ fn shell_words_follow_the_shell() {
     assert_eq!(
         commands("petal train --data d \\\n    --out runs/x\n"),
         [["petal", "train", "--data", "d", "--out", "runs/x"]]
+    );
+    assert_eq!(
+        commands("petal score -m b photos/*.jpg 2> err.txt | tee log; petal eval < /dev/null"),
+        [
+            vec!["petal", "score", "-m", "b", "photos/*.jpg"],
+            vec!["tee", "log"],
+            vec!["petal", "eval"]
+        ]
     );
 }
 

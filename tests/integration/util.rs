@@ -1,6 +1,7 @@
 //! Helpers for Petal's integration tests, in the style of ripgrep's `tests/util.rs`: temporary
 //! folders, the `petal` binary, the reference fixtures and torchvision reference runs.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -114,34 +115,78 @@ impl Run {
     }
 }
 
+/// A `petal` command line being built, in the style of ripgrep's `TestCommand`:
+/// `TestCommand::new(dir).arg("import").arg(&file).args(["--arch", "resnet18"]).success()`.
+/// It runs in `dir` on the CPU backend unless a test names another device.
+pub struct TestCommand {
+    cmd: Command,
+}
+
+impl TestCommand {
+    pub fn new(dir: &Path) -> Self {
+        let mut cmd = Command::new(petal_bin());
+        cmd.current_dir(dir)
+            // Answers must not depend on whether the machine running the tests has a GPU.
+            .env("PETAL_DEVICE", "cpu")
+            // Where a test does name wgpu (lavapipe on CI), autotuning every kernel variant
+            // would take minutes on a software rasteriser.
+            .env("CUBECL_AUTOTUNE_LEVEL", "minimal");
+        Self { cmd }
+    }
+
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(&mut self, key: &str, value: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Runs the command to its end.
+    pub fn run(&mut self) -> Run {
+        Run {
+            output: self.cmd.output().expect("cannot start petal"),
+        }
+    }
+
+    /// Runs it, asserts success and returns stdout.
+    #[track_caller]
+    pub fn success(&mut self) -> String {
+        self.run().success()
+    }
+}
+
 /// Runs `petal ARGS` in `dir`.
 pub fn petal<I, S>(dir: &Path, args: I) -> Run
 where
     I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
+    S: AsRef<OsStr>,
 {
-    petal_env(dir, &[], args)
+    TestCommand::new(dir).args(args).run()
 }
 
 /// Runs `petal ARGS` in `dir` with extra environment variables.
 pub fn petal_env<I, S>(dir: &Path, env: &[(&str, &str)], args: I) -> Run
 where
     I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
+    S: AsRef<OsStr>,
 {
-    let output = Command::new(petal_bin())
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        // The CPU backend unless a test names another: answers must not depend on whether the
-        // machine running the tests has a GPU.
-        .env("PETAL_DEVICE", "cpu")
-        // Where a test does name wgpu (lavapipe on CI), autotuning every kernel variant would
-        // take minutes on a software rasteriser.
-        .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
-        .args(args)
-        .output()
-        .expect("cannot start petal");
-    Run { output }
+    let mut cmd = TestCommand::new(dir);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.args(args).run()
 }
 
 /// A fresh temporary folder, removed when dropped.
@@ -155,15 +200,11 @@ pub fn tempdir() -> tempfile::TempDir {
 /// `petal predict --model MODEL --json EXTRA... IMAGE` run in `dir`: the image's JSON object
 /// (`file`, `top`, and `logits` with `--logits`).
 pub fn predict_one(dir: &Path, model: &str, image: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "predict".into(),
-        "--model".into(),
-        model.into(),
-        "--json".into(),
-    ];
-    args.extend(extra.iter().map(Into::into));
-    args.push(image.into());
-    let json = petal(dir, args).success();
+    let json = TestCommand::new(dir)
+        .args(["predict", "--model", model, "--json"])
+        .args(extra)
+        .arg(image)
+        .success();
     let mut all: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}:\n{json}"));
     all[0].take()

@@ -2,7 +2,7 @@
 //! lavapipe (a Vulkan driver on the CPU, `mesa-vulkan-drivers`) runs the same code paths as a
 //! GPU would, very slowly, so the test stays tiny.
 
-use crate::util::{logits, petal, petal_env, photo, predict_one, tempdir, torchvision_reference};
+use crate::util::{TestCommand, logits, petal, photo, predict_one, tempdir, torchvision_reference};
 use std::path::{Path, PathBuf};
 
 #[test]
@@ -85,24 +85,13 @@ fn small_bundle(dir: &Path) -> PathBuf {
     torchvision_reference(&reference, &["--size", "64", "--classes", "5", "resnet18"]);
     std::fs::write(dir.join("labels.txt"), "a\nb\nc\nd\ne\n").unwrap();
     let bundle = dir.join("bundle");
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["import".into(), reference.join("resnet18.pth").into()];
-    args.extend(
-        [
-            "--arch",
-            "resnet18",
-            "--labels",
-            "labels.txt",
-            "--image-size",
-            "64",
-            "--resize",
-            "73",
-            "-o",
-        ]
-        .map(Into::into),
-    );
-    args.push(bundle.clone().into());
-    petal(dir, args).success();
+    TestCommand::new(dir)
+        .arg("import")
+        .arg(reference.join("resnet18.pth"))
+        .args(["--arch", "resnet18", "--labels", "labels.txt"])
+        .args(["--image-size", "64", "--resize", "73", "-o"])
+        .arg(&bundle)
+        .success();
     bundle
 }
 
@@ -117,21 +106,11 @@ fn wgpu_f16_predicts_near_f32_or_says_why_not() {
     let bundle = bundle.to_str().unwrap();
     let photo = photo("chelsea.png");
     let on = |precision: &str| {
-        let mut args: Vec<std::ffi::OsString> = [
-            "--device",
-            "wgpu",
-            "--precision",
-            precision,
-            "predict",
-            "--json",
-            "--logits",
-            "--model",
-            bundle,
-        ]
-        .map(Into::into)
-        .to_vec();
-        args.push(photo.clone().into());
-        petal(d, args)
+        TestCommand::new(d)
+            .args(["--device", "wgpu", "--precision", precision])
+            .args(["predict", "--json", "--logits", "--model", bundle])
+            .arg(&photo)
+            .run()
     };
     let first_logits = |out: String| -> Vec<f64> {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -157,9 +136,19 @@ fn wgpu_f16_predicts_near_f32_or_says_why_not() {
             "f16 gave exactly the f32 logits: the f16 path did not run"
         );
     } else {
-        let err = f16.stderr();
-        assert!(err.contains("f16 precision needs a GPU"), "{err}");
-        first_logits(on("auto").success());
+        // An error (exit 1) whose one line says why and what to do instead.
+        assert_eq!(
+            f16.failure().trim(),
+            "error: f16 precision needs a GPU that computes in f16, and this device does not \
+             (use --precision f32)"
+        );
+        let auto = first_logits(on("auto").success());
+        let gap = auto
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(gap < 1e-5, "auto computes in f32 on this adapter: {gap}");
     }
 }
 
@@ -172,14 +161,13 @@ fn gpu_kernel_choices_persist_between_runs() {
     let bundle = small_bundle(d);
     let cache = d.join("gpu-cache");
     let photo = photo("chelsea.png");
-    let env = [("PETAL_GPU_CACHE", cache.to_str().unwrap())];
     let run = || {
-        let mut args: Vec<std::ffi::OsString> = ["-v", "--device", "wgpu", "predict", "--model"]
-            .map(Into::into)
-            .to_vec();
-        args.push(bundle.clone().into());
-        args.push(photo.clone().into());
-        let out = petal_env(d, &env, args);
+        let out = TestCommand::new(d)
+            .env("PETAL_GPU_CACHE", &cache)
+            .args(["-v", "--device", "wgpu", "predict", "--model"])
+            .arg(&bundle)
+            .arg(&photo)
+            .run();
         out.success();
         out.stderr()
     };

@@ -271,7 +271,7 @@ fn train_steps(args: &Args, backend: &Backend, arch: Arch, precision: ComputePre
     let model = NetworkConfig::new(arch, 5)
         .init(&device)
         .with_precision(precision);
-    let mut slot = Some(petal_trainer::train::stage_for_bench(model));
+    let mut parked = Some(petal_trainer::train::stage_for_bench(model));
     let mut optimization = Optimization {
         optimizer: AdamConfig::new().with_epsilon(1e-8).init(),
         scaler: (precision == ComputePrecision::F16).then(LossScaler::default),
@@ -279,14 +279,16 @@ fn train_steps(args: &Args, backend: &Backend, arch: Arch, precision: ComputePre
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let (x, y) = random_batch(args.batch, args.size, &device);
     let (first, elapsed) = time_steps(&device, args.warmup, args.steps, || {
-        let model = slot.take().expect("the model is put back after each step");
+        let model = parked
+            .take()
+            .expect("the model is put back after each step");
         let shard = Shard {
             images: x.clone(),
             labels: y.clone(),
             share: 1.0,
         };
         let (model, _loss) = train_step(model, shard, 1e-3, &loss_fn, &mut optimization, &Alone);
-        slot = Some(model);
+        parked = Some(model);
     });
     Figure::steps(
         "train", backend, arch, precision, args.batch, args.steps, first, elapsed,

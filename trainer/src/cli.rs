@@ -5,12 +5,12 @@
 
 use crate::backend::{Compute, DeviceArg, PrecisionArg};
 use crate::commands;
+use crate::exit::Finished;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
-use std::process::ExitCode;
 use std::sync::LazyLock;
 
-/// Fine-tune ImageNet ResNets on your photos and classify with them.
+/// Fine-tune torchvision classifiers (ResNet, ConvNeXt) on your photos and classify with them.
 #[derive(Parser, Debug)]
 #[command(name = "petal", version = version_text(), about, long_about = None)]
 pub struct Cli {
@@ -90,21 +90,8 @@ pub fn version_text() -> &'static str {
     TEXT.as_str()
 }
 
-/// Exit status of a command whose every input was handled.
-pub const EXIT_OK: u8 = 0;
-/// Exit status of a command that failed: bad arguments, an unreadable model, a write error.
-pub const EXIT_ERROR: u8 = 1;
-/// Exit status of `predict`, `score` and `eval` when they finished but skipped some inputs
-/// (unreadable images, each reported on stderr): the output is usable, yet incomplete.
-pub const EXIT_SKIPPED: u8 = 2;
-
-/// The exit code of a command that processed its inputs and skipped `skipped` of them.
-pub fn exit_for_skipped(skipped: usize) -> ExitCode {
-    ExitCode::from(if skipped == 0 { EXIT_OK } else { EXIT_SKIPPED })
-}
-
 /// Runs a parsed command on the device and in the precision the global options name.
-pub fn run(command: Command, compute: Compute) -> Result<ExitCode> {
+pub fn run(command: Command, compute: Compute) -> Result<Finished> {
     match command {
         Command::Preprocess(args) => commands::preprocess::run(args),
         Command::Import(args) => commands::import::run(args),
@@ -120,7 +107,7 @@ pub fn run(command: Command, compute: Compute) -> Result<ExitCode> {
         Command::Completions(args) => {
             let mut out = std::io::stdout().lock();
             clap_complete::generate(args.shell, &mut Cli::command(), "petal", &mut out);
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Complete)
         }
     }
 }

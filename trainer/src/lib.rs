@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod data;
+pub mod exit;
 pub mod inference;
 pub mod metrics;
 pub mod npy;

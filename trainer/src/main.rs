@@ -1,7 +1,9 @@
-//! `petal`: fine-tune torchvision ResNets on photo folders and classify photos.
+//! `petal`: fine-tune torchvision ImageNet classifiers on photo folders and classify photos.
 
 use clap::Parser;
 use petal_trainer::cli::{self, Cli};
+use petal_trainer::exit;
+use petal_trainer::train::Interrupted;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -12,9 +14,9 @@ fn main() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() {
-                cli::EXIT_ERROR
+                exit::ERROR
             } else {
-                cli::EXIT_OK
+                exit::OK
             });
         }
     };
@@ -35,13 +37,18 @@ fn main() -> ExitCode {
         precision: cli.precision,
     };
     match cli::run(cli.command, compute) {
-        Ok(code) => code,
+        Ok(finished) => ExitCode::from(finished.code()),
+        // Not a failure: the message says where the run stopped and how to continue it.
+        Err(err) if err.is::<Interrupted>() => {
+            eprintln!("{err}");
+            ExitCode::from(exit::INTERRUPTED)
+        }
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(cli::EXIT_ERROR)
+            ExitCode::from(exit::ERROR)
         }
     }
 }

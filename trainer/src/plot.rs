@@ -6,7 +6,6 @@
 //! pixels come out on a bare CI machine and on a desktop.
 
 use crate::metrics::ConfusionMatrix;
-use crate::train::EpochMetrics;
 use anyhow::{Context, Result, anyhow, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -280,19 +279,28 @@ pub const ACC_COLOUR: RGBColor = RGBColor(44, 160, 44);
 /// Size of the training-curves image.
 pub const CURVES_SIZE: (u32, u32) = (1000, 420);
 
+/// One epoch on the training curves (a row of a run's `metrics.csv`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPoint {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+}
+
 /// Plots training and validation loss (left) and validation accuracy (right) against the epoch
-/// from the run's rows (what `metrics.csv` holds), into `png`. Non-finite values (a diverged
+/// from the run's rows, into `png`. Non-finite values (a diverged
 /// loss, an accuracy of an empty validation set) are left out of the lines; points are drawn
 /// too, so a one-epoch run still shows.
-pub fn training_curves_png(rows: &[EpochMetrics], png: &Path) -> Result<()> {
+pub fn training_curves_png(rows: &[EpochPoint], png: &Path) -> Result<()> {
     if rows.is_empty() {
         bail!("no epochs to plot");
     }
-    let at = |r: &EpochMetrics| r.epoch as f64;
+    let at = |r: &EpochPoint| r.epoch as f64;
     let first = rows.iter().map(at).fold(f64::INFINITY, f64::min);
     let last = rows.iter().map(at).fold(f64::NEG_INFINITY, f64::max);
     let epochs = (first - 0.5)..(last + 0.5);
-    let series = |f: fn(&EpochMetrics) -> f64| -> Vec<Option<(f64, f64)>> {
+    let series = |f: fn(&EpochPoint) -> f64| -> Vec<Option<(f64, f64)>> {
         rows.iter()
             .map(|r| Some(f(r)).filter(|v| v.is_finite()).map(|v| (at(r), v)))
             .collect()
@@ -474,19 +482,15 @@ mod tests {
         assert!(err.to_string().contains("3 class names"), "{err}");
     }
 
-    fn rows(values: &[(usize, f64, f64, f64)]) -> Vec<EpochMetrics> {
+    fn rows(values: &[(usize, f64, f64, f64)]) -> Vec<EpochPoint> {
         values
             .iter()
-            .map(
-                |&(epoch, train_loss, val_loss, val_accuracy)| EpochMetrics {
-                    epoch,
-                    lr: 0.001,
-                    train_loss,
-                    val_loss,
-                    val_accuracy,
-                    stage: "head".into(),
-                },
-            )
+            .map(|&(epoch, train_loss, val_loss, val_accuracy)| EpochPoint {
+                epoch,
+                train_loss,
+                val_loss,
+                val_accuracy,
+            })
             .collect()
     }
 

@@ -100,7 +100,7 @@ enum BatchEntry {
 }
 
 /// The bundle on its backend, and which backend that is.
-struct Inner {
+struct Loaded {
     /// The same runtime as `petal predict`'s: burn's module on WebGPU; on the CPU a ResNet
     /// folded for inference (BatchNorm folded into the convolutions, channels-last kernels),
     /// other networks burn's module.
@@ -111,7 +111,7 @@ struct Inner {
 /// A loaded bundle on the chosen backend.
 #[wasm_bindgen]
 pub struct Classifier {
-    inner: Rc<Inner>,
+    inner: Rc<Loaded>,
     /// Serialises inference: one network pass at a time on the device.
     busy: Rc<Cell<bool>>,
 }
@@ -161,7 +161,7 @@ impl Classifier {
             web_sys::console::info_1(&format!("petal: CPU backend ({why})").into());
         }
         let bundle = Bundle::from_bytes(&meta_json, weights, &device).map_err(js_err)?;
-        let inner = Inner {
+        let inner = Loaded {
             classifier: runtime::Classifier::new(bundle, &device, RuntimeOptions::default())
                 .map_err(js_err)?,
             backend,
@@ -283,7 +283,7 @@ fn rgb_from_rgba(rgba: &[u8], width: u32, height: u32) -> Result<RgbImage, JsErr
 
 /// Runs preprocessed images through the network; reads back without blocking (a synchronous
 /// read would block on the GPU, see lib.rs).
-async fn forward(inner: &Inner, tensors: &[Vec<f32>]) -> Result<Evidence, JsError> {
+async fn forward(inner: &Loaded, tensors: &[Vec<f32>]) -> Result<Evidence, JsError> {
     let images = inner.classifier.images(tensors).map_err(js_err)?;
     inner
         .classifier
@@ -293,7 +293,7 @@ async fn forward(inner: &Inner, tensors: &[Vec<f32>]) -> Result<Evidence, JsErro
         .map_err(js_err)
 }
 
-async fn warm_up(inner: &Inner) -> Result<(), JsError> {
+async fn warm_up(inner: &Loaded) -> Result<(), JsError> {
     let side = inner.classifier.preprocessor.image_size;
     forward(inner, &[vec![0.0; 3 * side * side]]).await?;
     Ok(())
@@ -309,7 +309,7 @@ struct Prepared {
 }
 
 /// `t0`: when the work on this photo started.
-fn prepare(inner: &Inner, photo: &RgbImage, t0: f64) -> Prepared {
+fn prepare(inner: &Loaded, photo: &RgbImage, t0: f64) -> Prepared {
     let tensor = inner.classifier.preprocessor.tensor_from_image(photo);
     Prepared {
         tensor,
@@ -321,7 +321,7 @@ fn prepare(inner: &Inner, photo: &RgbImage, t0: f64) -> Prepared {
 
 /// Runs prepared photos through the network in one pass; one outcome each, in order.
 async fn classify(
-    inner: &Inner,
+    inner: &Loaded,
     photos: Vec<Prepared>,
     k: usize,
 ) -> Result<Vec<Classified>, JsError> {
@@ -348,14 +348,15 @@ async fn classify(
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(js_err)
             };
+            let (maps, grad_maps) = (of(&evidence.cam)?, of(&evidence.grad_cam)?);
             Ok(Classified {
                 top,
                 probs,
                 logits: logits.to_vec(),
                 width,
                 height,
-                maps: of(&evidence.cam)?,
-                grad_maps: of(&evidence.grad_cam)?,
+                maps,
+                grad_maps,
                 preprocess_ms,
                 inference_ms: share,
                 batch: n,

@@ -3,13 +3,13 @@
 use crate::backend::DeviceArg;
 use crate::commands::score;
 use crate::data::synth;
+use crate::exit::Finished;
 use crate::train::{self, Recipe, RunSpec};
 use anyhow::{Context, Result};
 use petal_shared::{Arch, ComputePrecision};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Generate a small 5-class flower-like photo set, train a ResNet-18 on the CPU, score its
 /// unlabelled test folder to CSV and export a bundle.
@@ -51,7 +51,7 @@ pub struct DemoReport {
     pub bundle: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<Finished> {
     let data_dir = args.output.join("data");
     let test_dir = args.output.join("test");
     say(
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     synth::write_dataset(&data_dir, &test_dir, args.per_class, 10, args.seed)?;
     if args.generate_only {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Finished::Complete);
     }
     say(
         &args,
@@ -114,7 +114,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             found.bundle.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Complete)
 }
 
 /// The demo's recipe: from scratch (no ImageNet weights offline), so every layer trains with

@@ -3,6 +3,7 @@
 
 use crate::backend::Compute;
 use crate::data::ImageFolder;
+use crate::exit::Finished;
 use crate::inference::{self, FileLogits};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use anyhow::{Context, Result, bail};
@@ -14,7 +15,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// How many ranked classes each misclassified file lists.
 const TOP: usize = 3;
@@ -344,7 +344,7 @@ fn write_outputs(dir: &Path, r: &Report) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+pub fn run(args: Args, compute: Compute) -> Result<Finished> {
     let report = evaluate(&args, compute)?;
     // Unreadable images are part of the result, not a reason to stop: warn and go on.
     for f in &report.failed {
@@ -372,7 +372,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
             )?;
         }
     }
-    Ok(crate::cli::exit_for_skipped(report.failed.len()))
+    Ok(Finished::skipping(report.failed.len()))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! or Grad-CAM).
 
 use crate::backend::Compute;
+use crate::exit::Finished;
 use crate::inference;
 use anyhow::{Context, Result, bail};
 use petal_shared::cam::{self, ClassMap, CropGeometry};
@@ -13,7 +14,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Write each photo with a heat map of the evidence for its top class (or --class) laid over
 /// the region the network saw: DIR/NAME.cam.png (DIR/NAME.grad-cam.png with --method grad-cam).
@@ -93,7 +93,7 @@ struct Explained {
     crop: [f64; 4],
 }
 
-pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+pub fn run(args: Args, compute: Compute) -> Result<Finished> {
     if !(0.0..=1.0).contains(&args.opacity) {
         bail!("--opacity must be between 0 and 1, not {}", args.opacity);
     }
@@ -155,7 +155,7 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
             }
         }
     }
-    Ok(crate::cli::exit_for_skipped(failed))
+    Ok(Finished::skipping(failed))
 }
 
 /// What to draw for each photo.

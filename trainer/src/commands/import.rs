@@ -1,11 +1,11 @@
 //! `petal import`: torchvision `state_dict` → Petal bundle.
 
 use crate::backend::DeviceArg;
+use crate::exit::Finished;
 use anyhow::{Context, Result, bail};
 use petal_shared::import::{Head, load_torchvision};
 use petal_shared::{Arch, Bundle, BundleMeta, Precision};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Turn torchvision ResNet or ConvNeXt-T weights (.pth or .safetensors) into a bundle.
 #[derive(clap::Args, Debug)]
@@ -60,7 +60,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
     Ok(labels)
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<Finished> {
     let labels = read_labels(&args.labels)?;
     let device = DeviceArg::Cpu.resolve()?.device;
     let head = if args.new_head {
@@ -100,5 +100,5 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bundle.meta.classes.len(),
         args.output.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Complete)
 }

@@ -1,13 +1,13 @@
 //! `petal predict`: top classes for a few images.
 
 use crate::backend::Compute;
+use crate::exit::Finished;
 use crate::inference;
 use anyhow::Result;
 use petal_shared::classify::Prediction;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Print the most likely classes of each image.
 #[derive(clap::Args, Debug)]
@@ -47,7 +47,7 @@ struct Record<'a> {
     error: Option<&'a str>,
 }
 
-pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+pub fn run(args: Args, compute: Compute) -> Result<Finished> {
     let (backend, precision) = compute.resolve()?;
     let mut classifier = inference::load(&args.model, &backend.device, precision, false)?;
     classifier.preprocessor.allow_truncated = args.allow_truncated;
@@ -96,5 +96,5 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
             }
         }
     }
-    Ok(crate::cli::exit_for_skipped(failed))
+    Ok(Finished::skipping(failed))
 }

@@ -1,9 +1,9 @@
 //! `petal preprocess`: the exact input tensor the network sees, as `.npy`.
 
+use crate::exit::Finished;
 use anyhow::{Context, Result};
 use petal_shared::Preprocessor;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Write the normalised input tensor ([3, image-size, image-size] float32) of an image as .npy.
 #[derive(clap::Args, Debug)]
@@ -21,7 +21,7 @@ pub struct Args {
     output: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<Finished> {
     let pre = Preprocessor::new(args.resize, args.image_size)?;
     let bytes = std::fs::read(&args.image)
         .with_context(|| format!("cannot read {}", args.image.display()))?;
@@ -30,5 +30,5 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("{}", args.image.display()))?;
     let side = args.image_size as u64;
     crate::npy::write_f32(&args.output, &tensor, &[3, side, side])?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Complete)
 }

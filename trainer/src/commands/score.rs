@@ -2,6 +2,7 @@
 
 use crate::backend::Compute;
 use crate::data::folder::list_images;
+use crate::exit::Finished;
 use crate::inference;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -11,7 +12,6 @@ use petal_shared::files::relative;
 pub use petal_shared::score_csv::Columns;
 use petal_shared::score_csv::{ScoreRow, score_csv};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Classify every image under a folder into a CSV: file, predicted class, probability.
 #[derive(clap::Args, Debug)]
@@ -110,7 +110,7 @@ pub fn score(
     Ok(report)
 }
 
-pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+pub fn run(args: Args, compute: Compute) -> Result<Finished> {
     let options = Options {
         columns: args.columns,
         probs: args.probs,
@@ -136,5 +136,5 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
         args.output.display(),
         report.failed.len()
     );
-    Ok(crate::cli::exit_for_skipped(report.failed.len()))
+    Ok(Finished::skipping(report.failed.len()))
 }

@@ -16,6 +16,7 @@
 //! connections (`503` past it), one timeout for slow request heads, idle keep-alive connections
 //! and downloads nobody reads, and bounded memory per request.
 
+use crate::exit::Finished;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use flate2::Compression;
@@ -38,7 +39,6 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
@@ -98,7 +98,7 @@ pub struct Args {
     timeout: u64,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<Finished> {
     let site = Arc::new(Site::new(&args.page, &args.model)?);
     let addr = SocketAddr::new(args.host, args.port);
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
@@ -143,7 +143,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let listener = TcpListener::from_std(listener)?;
         accept(listener, site, limits).await
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Complete)
 }
 
 /// What one server holds open at most, and how long it waits on a client.

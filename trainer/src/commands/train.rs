@@ -1,12 +1,12 @@
 //! `petal train`: fine-tune (or train from scratch) on a photo folder with the staged recipe.
 
 use crate::backend::{Backend, Compute, Placement, PrecisionArg};
+use crate::exit::Finished;
 use crate::train::recipe::DEFAULT_RECIPE;
-use crate::train::{self, Interrupted, Recipe, RunSpec, TrainSummary};
+use crate::train::{self, Recipe, RunSpec, TrainSummary};
 use anyhow::{Context, Result, bail};
 use petal_shared::Arch;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Train a classifier on DIR/<class>/<images> (or DIR/{train,val,test}/<class>/<images>).
 ///
@@ -129,10 +129,10 @@ impl Args {
     }
 }
 
-pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
+pub fn run(args: Args, compute: Compute) -> Result<Finished> {
     if args.print_recipe {
         print!("{DEFAULT_RECIPE}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Finished::Complete);
     }
     let result = match &args.resume {
         Some(run_dir) => {
@@ -193,17 +193,9 @@ pub fn run(args: Args, compute: Compute) -> Result<ExitCode> {
             train::start(&spec, &recipe, &out, &placement)
         }
     };
-    match result {
-        Ok(summary) => {
-            report(&summary);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(err) if err.is::<Interrupted>() => {
-            eprintln!("{err}");
-            Ok(ExitCode::from(130))
-        }
-        Err(err) => Err(err),
-    }
+    // An interrupted run ends in `Err(Interrupted)`: `main` says where it stopped.
+    report(&result?);
+    Ok(Finished::Complete)
 }
 
 /// The devices the run trains on: `--devices`, else `--device`; and their description.

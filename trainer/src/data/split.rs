@@ -3,7 +3,6 @@
 //! run folder for audit (and checked again when the run resumes).
 
 use crate::data::{ImageFolder, Sample};
-use crate::train::Recipe;
 use anyhow::{Context, Result, bail};
 use petal_shared::files::relative;
 use rand::SeedableRng;
@@ -19,8 +18,18 @@ pub struct Split {
     pub test: Vec<Sample>,
 }
 
+/// How a folder without `train/` sub-folders is split: the fractions held out for validation
+/// and testing, and the seed of the per-class shuffle (a recipe's `val_fraction`,
+/// `test_fraction` and `seed`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holdout {
+    pub val: f64,
+    pub test: f64,
+    pub seed: u64,
+}
+
 /// The class names and the split of the data folder `dir`.
-pub fn open(dir: &Path, recipe: &Recipe) -> Result<(Vec<String>, Split)> {
+pub fn open(dir: &Path, holdout: Holdout) -> Result<(Vec<String>, Split)> {
     let train_dir = dir.join("train");
     if train_dir.is_dir() {
         // Explicit sub-folders: the class list comes from train/, and val/ and test/ (each
@@ -41,12 +50,7 @@ pub fn open(dir: &Path, recipe: &Recipe) -> Result<(Vec<String>, Split)> {
         return Ok((train.classes, split));
     }
     let data = ImageFolder::open(dir)?;
-    let split = Split::stratified(
-        &data,
-        recipe.val_fraction,
-        recipe.test_fraction,
-        recipe.seed,
-    );
+    let split = Split::stratified(&data, holdout.val, holdout.test, holdout.seed);
     if split.train.is_empty() {
         bail!("{} has too few images to train on", dir.display());
     }

@@ -40,6 +40,18 @@ pub struct EpochMetrics {
     pub stage: String,
 }
 
+impl EpochMetrics {
+    /// This epoch on the training curves.
+    pub fn point(&self) -> crate::plot::EpochPoint {
+        crate::plot::EpochPoint {
+            epoch: self.epoch,
+            train_loss: self.train_loss,
+            val_loss: self.val_loss,
+            val_accuracy: self.val_accuracy,
+        }
+    }
+}
+
 /// The best epoch so far.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Best {

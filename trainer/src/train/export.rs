@@ -8,9 +8,9 @@ use burn::prelude::*;
 use petal_shared::{Bundle, BundleMeta, Network, NetworkConfig};
 use std::path::{Path, PathBuf};
 
-/// Which network of a run to export.
+/// Which saved network of a run to export (`petal export --checkpoint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Which {
+pub enum Snapshot {
     /// The epoch with the best validation accuracy.
     Best,
     /// The last checkpoint.
@@ -18,7 +18,7 @@ pub enum Which {
 }
 
 /// A run's network (on `device`, inference mode) and the bundle metadata that describes it.
-pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(BundleMeta, Network)> {
+pub fn exported(run_dir: &Path, which: Snapshot, device: &Device) -> Result<(BundleMeta, Network)> {
     if !run_dir.join(RECIPE_FILE).is_file() {
         bail!(
             "{} is not a run folder: no {RECIPE_FILE}",
@@ -34,11 +34,11 @@ pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(Bundle
     let ckpt = Checkpoints::new(run_dir)?;
     let state = ckpt.load_state()?;
     let (file, epoch) = match which {
-        Which::Best => (
+        Snapshot::Best => (
             checkpoint::BEST_FILE.to_string(),
             state.best.map_or(0, |b| b.epoch),
         ),
-        Which::Last => (state.model_file.clone(), state.epochs_done()),
+        Snapshot::Last => (state.model_file.clone(), state.epochs_done()),
     };
     let config = NetworkConfig::new(recipe.arch, classes.len());
     let model = ckpt.load_model(&file, &config, device)?;
@@ -49,7 +49,7 @@ pub fn exported(run_dir: &Path, which: Which, device: &Device) -> Result<(Bundle
 
 /// Writes the best epoch's network as `out/bundle`.
 pub(super) fn export_best(out: &Path, device: &Device) -> Result<PathBuf> {
-    let (meta, model) = exported(out, Which::Best, device)?;
+    let (meta, model) = exported(out, Snapshot::Best, device)?;
     let dir = out.join("bundle");
     Bundle::new(meta, model)?.save(&dir)?;
     Ok(dir)

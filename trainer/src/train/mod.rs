@@ -20,7 +20,7 @@ mod stops;
 
 pub use crate::data::split::Split;
 pub use checkpoint::EpochMetrics;
-pub use export::{Which, exported};
+pub use export::{Snapshot, exported};
 pub use parallel::Placement;
 pub use recipe::Recipe;
 pub use stops::{Diverged, Interrupted, handle_ctrl_c};
@@ -30,6 +30,7 @@ use crate::data::Sample;
 use crate::data::augment::Augment;
 use crate::data::batches::{Augmented, Batch, batch_seed, for_each_batch};
 use crate::data::split;
+use crate::plot::{EpochPoint, training_curves_png};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use checkpoint::{Best, Checkpoints, State};
@@ -79,7 +80,7 @@ pub struct TrainSummary {
 
 /// Checks the data folder (layout, classes, images) without training.
 pub fn check_data(spec: &RunSpec, recipe: &Recipe) -> Result<()> {
-    split::open(&spec.data, recipe).map(|_| ())
+    split::open(&spec.data, recipe.holdout()).map(|_| ())
 }
 
 /// Starts a new run in `out` (which must not hold one already).
@@ -163,7 +164,7 @@ fn run(
 ) -> Result<TrainSummary> {
     // Validation, checkpoints and export run on the first device.
     let device = &placement.devices[0];
-    let (classes, split) = split::open(&spec.data, recipe)?;
+    let (classes, split) = split::open(&spec.data, recipe.holdout())?;
     split.write_or_check(&out.join("split.json"), &spec.data, &classes, resuming)?;
     log::info!(
         "split: {} train, {} val, {} test",
@@ -494,7 +495,8 @@ fn record_epoch(
     }
     state.metrics.push(row);
     write_metrics(&out.join(METRICS_FILE), &state.metrics)?;
-    if let Err(e) = crate::plot::training_curves_png(&state.metrics, &out.join(CURVES_FILE)) {
+    let points: Vec<EpochPoint> = state.metrics.iter().map(EpochMetrics::point).collect();
+    if let Err(e) = training_curves_png(&points, &out.join(CURVES_FILE)) {
         log::warn!("cannot draw the training curves: {e:#}");
     }
     Ok(())
@@ -510,7 +512,7 @@ fn finish(
     state: &State,
 ) -> Result<TrainSummary> {
     let best = state.best.context("the recipe ran no epoch")?;
-    let (meta, best_model) = exported(out, Which::Best, device)?;
+    let (meta, best_model) = exported(out, Snapshot::Best, device)?;
     let test_accuracy =
         evaluate(&best_model, test, pre, recipe.batch_size, device)?.map(|(_, acc)| acc);
     let bundle_dir = out.join("bundle");

@@ -103,9 +103,13 @@ impl Replicas {
     /// Changes every replica's network with `change` (what trains, above all), and marks its
     /// trainable parameters for the all-reduce again.
     pub fn map_models(&mut self, change: impl Fn(Network) -> Network) {
-        for slot in &mut self.models {
-            let model = change(slot.take().expect("the replicas are back from their epoch"));
-            *slot = Some(self.sum.mark(model));
+        for replica in &mut self.models {
+            let model = change(
+                replica
+                    .take()
+                    .expect("the replicas are back from their epoch"),
+            );
+            *replica = Some(self.sum.mark(model));
         }
     }
 

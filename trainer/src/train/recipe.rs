@@ -2,6 +2,7 @@
 //! `recipe.toml` beside this crate is the built-in default (the project's original recipe).
 
 use crate::backend::PrecisionArg;
+use crate::data::split::Holdout;
 use anyhow::{Context, Result, bail};
 use petal_shared::{Arch, ParamGroup};
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,15 @@ impl Recipe {
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a recipe always serialises")
+    }
+
+    /// How a folder without `train/` sub-folders is split.
+    pub fn holdout(&self) -> Holdout {
+        Holdout {
+            val: self.val_fraction,
+            test: self.test_fraction,
+            seed: self.seed,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -54,7 +54,7 @@ pub(super) static INTERRUPT: AtomicBool = AtomicBool::new(false);
 pub fn handle_ctrl_c() -> Result<()> {
     ctrlc::set_handler(|| {
         if INTERRUPT.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+            std::process::exit(crate::exit::INTERRUPTED.into());
         }
         eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)");
     })

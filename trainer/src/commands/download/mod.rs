@@ -4,12 +4,12 @@
 mod fetch;
 mod unpack;
 
+use crate::exit::Finished;
 use anyhow::{Context, Result, bail};
 use fetch::{Expected, fetch, name_hash_prefix, parse_sha256};
 use petal_shared::Arch;
 use petal_shared::imagenet::{CROP_SIZE, RESIZE_V2};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Replaces the scheme and host of the official URLs (paths stay the same); for mirrors and
 /// tests. `--base-url` wins over it.
@@ -130,7 +130,7 @@ struct UrlArgs {
     sha256: Option<String>,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<Finished> {
     match args.what {
         What::Weights(args) => weights(args),
         What::Flowers(args) => flowers(args),
@@ -138,7 +138,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-fn weights(args: WeightsArgs) -> Result<ExitCode> {
+fn weights(args: WeightsArgs) -> Result<Finished> {
     let Some(&(_, _, name)) = WEIGHTS
         .iter()
         .find(|(arch, version, _)| *arch == args.arch && *version == args.weights)
@@ -172,16 +172,16 @@ fn weights(args: WeightsArgs) -> Result<ExitCode> {
         dest.display(),
         args.arch,
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Complete)
 }
 
-fn flowers(args: FlowersArgs) -> Result<ExitCode> {
+fn flowers(args: FlowersArgs) -> Result<Finished> {
     let out = output_dir(&args.common.output)?;
     let target = out.join(FLOWERS_DIR);
     if target.exists() {
         // The folder only appears by an atomic rename after a complete unpack.
         println!("{} is already there", target.display());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Finished::Complete);
     }
     let url = format!("{}{FLOWERS_PATH}", base_url(&args.common, FLOWERS_HOST)?);
     let expected = Expected {
@@ -206,10 +206,10 @@ fn flowers(args: FlowersArgs) -> Result<ExitCode> {
         target.display(),
         target.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Complete)
 }
 
-fn url(args: UrlArgs) -> Result<ExitCode> {
+fn url(args: UrlArgs) -> Result<Finished> {
     if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
         bail!("{}: only http:// and https:// URLs are supported", args.url);
     }
@@ -229,7 +229,7 @@ fn url(args: UrlArgs) -> Result<ExitCode> {
     let dest = output_dir(&args.output)?.join(name);
     let got = fetch(&args.url, &dest, &expected)?;
     report(&dest, &got);
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Complete)
 }
 
 /// `--base-url`, else `PETAL_DOWNLOAD_BASE_URL`, else the official host; without a trailing
