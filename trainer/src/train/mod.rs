@@ -3,69 +3,50 @@
 //! `metrics.csv`, checkpoints after every epoch (and on Ctrl-C), and the best epoch exported
 //! as a bundle.
 //!
-//! A run folder holds everything a resumed run needs: `run.json` (data and weights),
-//! `recipe.toml` (the resolved recipe), `split.json` and `checkpoints/`.
+//! This module orchestrates: stages, epochs, checkpoints, metrics, interruption. An epoch's
+//! steps are in `epoch`, one step in `step`, validation in `validation`, what a run folder
+//! holds in `run_folder` (everything a resumed run needs).
 
 pub mod checkpoint;
+mod epoch;
 mod export;
 pub mod lock;
 mod losses;
 mod metrics_file;
 pub mod parallel;
 pub mod recipe;
+mod run_folder;
 pub mod scaler;
 mod stage;
 pub mod step;
 mod stops;
+mod validation;
 
 pub use crate::data::split::Split;
 pub use checkpoint::EpochMetrics;
 pub use export::{Snapshot, exported};
 pub use parallel::Placement;
 pub use recipe::Recipe;
+pub use run_folder::{CURVES_FILE, METRICS_FILE, RECIPE_FILE, RUN_FILE, RunSpec};
 pub use stops::{Diverged, Interrupted, handle_ctrl_c};
 
 use crate::backend::PrecisionArg;
 use crate::data::Sample;
 use crate::data::augment::Augment;
-use crate::data::batches::{Augmented, Batch, batch_seed, for_each_batch};
 use crate::data::split;
-use crate::plot::{EpochPoint, training_curves_png};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use checkpoint::{Best, Checkpoints, State};
-use export::export_best;
-use indicatif::{ProgressBar, ProgressStyle};
-use losses::{PendingLosses, READ_LOSS_EVERY};
-use metrics_file::write_metrics;
+use checkpoint::{Checkpoints, State};
+use epoch::{EpochData, progress_bar, record_epoch};
 use parallel::Replicas;
-use petal_shared::classify::cross_entropy;
 use petal_shared::fs::write_atomic;
-use petal_shared::import::{Head, load_torchvision};
-use petal_shared::runtime::{Images, Runtime, RuntimeOptions};
 use petal_shared::{Bundle, ComputePrecision, Network, NetworkConfig, Preprocessor};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
+use run_folder::{refuse_a_started_run, starting_model};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use step::Optimization;
-use stops::INTERRUPT;
-
-pub const RUN_FILE: &str = "run.json";
-pub const RECIPE_FILE: &str = "recipe.toml";
-pub const METRICS_FILE: &str = "metrics.csv";
-pub const CURVES_FILE: &str = "curves.png";
-
-/// What a run trains on, recorded in `run.json` so that `--resume` needs nothing else.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub data: PathBuf,
-    /// torchvision weights the run started from; `None` trains from scratch.
-    pub pretrained: Option<PathBuf>,
-}
+use stops::stop_diverged;
+use validation::evaluate;
 
 /// The outcome of a run.
 #[derive(Debug)]
@@ -110,21 +91,6 @@ pub fn start(
     run(spec, recipe, out, placement, false)
 }
 
-/// A new run never overwrites one that has a checkpoint.
-fn refuse_a_started_run(out: &Path) -> Result<()> {
-    if out
-        .join("checkpoints")
-        .join(checkpoint::STATE_FILE)
-        .exists()
-    {
-        bail!(
-            "{} already holds a training run: continue it with --resume {0}, or pick another --out",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
 /// Continues the run in `run_dir` from its last checkpoint (or from the start if it stopped
 /// before the first one).
 /// `precision`: what the command line asked for; a run keeps the number format it started in
@@ -135,12 +101,7 @@ pub fn resume(
     placement: &Placement,
     precision: PrecisionArg,
 ) -> Result<TrainSummary> {
-    let spec_path = run_dir.join(RUN_FILE);
-    let spec: RunSpec =
-        serde_json::from_slice(&std::fs::read(&spec_path).with_context(|| {
-            format!("{} is not a run folder: no {RUN_FILE}", run_dir.display())
-        })?)
-        .with_context(|| format!("{} is damaged", spec_path.display()))?;
+    let spec = RunSpec::load(run_dir)?;
     let _lock = lock::RunLock::acquire(run_dir)?;
     let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
     if precision != PrecisionArg::Auto && precision != recipe.precision {
@@ -243,60 +204,20 @@ fn run(
         let epoch = state.epochs_done() + 1;
         let lr = schedule.lr_at(state.stage_epoch);
         bar.set_prefix(format!("epoch {epoch}/{total_epochs} {}", stage.name));
-        let chunks = epoch_batches(&split.train, recipe, epoch, state.step);
-        let mut interrupted = false;
-        // The first step whose loss is not finite, with that loss.
-        let mut diverged = None;
-        let (started, seen_before) = (std::time::Instant::now(), state.partial_seen);
-        let mut pending = PendingLosses::default();
-        let f16 = replicas.optimization().scaler.is_some();
-        replicas.epoch(lr, |stepper| {
-            for_each_batch(
-                chunks,
-                state.step,
-                &pre,
-                |step| {
-                    recipe.augment.then(|| Augmented {
-                        augment: &augment,
-                        seed: batch_seed(recipe.seed, epoch, step),
-                    })
-                },
-                |step, batch: Batch| {
-                    for (path, err) in &batch.failed {
-                        if skipped.insert(path.clone()) {
-                            log::warn!("skipping {}: {err}", path.display());
-                        }
-                    }
-                    let seed = batch_seed(recipe.seed, epoch, step);
-                    for (loss, n) in stepper.step(batch, recipe.image_size, seed)? {
-                        pending.push(loss, n, step + 1);
-                    }
-                    state.step = step + 1;
-                    bar.inc(1);
-                    let log_now = recipe.log_every > 0 && state.step % recipe.log_every == 0;
-                    if log_now || pending.len() >= READ_LOSS_EVERY {
-                        let bad = pending.add_to(&mut state)?;
-                        // In f16 a non-finite loss is the scaler's business (it skipped the
-                        // step and lowered the scale); in f32 nothing brings the network back.
-                        if bad.is_some() && !f16 {
-                            diverged = bad;
-                            return Ok(false);
-                        }
-                        let mean = state.partial_loss / state.partial_seen.max(1) as f64;
-                        bar.set_message(format!("loss {mean:.4} lr {lr:.2e}"));
-                        if log_now {
-                            log::info!("epoch {epoch} step {}: train loss {mean:.4}", state.step);
-                        }
-                    }
-                    interrupted = INTERRUPT.load(Ordering::SeqCst);
-                    Ok(!interrupted)
-                },
-            )
-        })?;
-        let bad = pending.add_to(&mut state)?;
-        if !f16 {
-            diverged = diverged.or(bad);
-        }
+        let data = EpochData {
+            train: &split.train,
+            recipe,
+            pre: &pre,
+            augment: &augment,
+        };
+        let steps = epoch::train(
+            &mut replicas,
+            &mut state,
+            &mut skipped,
+            &data,
+            (epoch, lr),
+            &bar,
+        )?;
         // Where this epoch stopped being a number, if it did.
         let diverged_at = |step, loss| Diverged {
             run_dir: out.to_path_buf(),
@@ -308,7 +229,7 @@ fn run(
             last_good: None,
             bundle: None,
         };
-        if let Some((step, loss)) = diverged {
+        if let Some((step, loss)) = steps.diverged {
             bar.abandon();
             return Err(stop_diverged(
                 diverged_at(step, f64::from(loss)),
@@ -323,7 +244,7 @@ fn run(
         // The replicas' epoch left the leader's BatchNorm statistics current.
         let model = replicas.model();
         state.skipped = skipped.iter().cloned().collect();
-        if interrupted {
+        if steps.interrupted {
             bar.abandon();
             ckpt.save(&mut state, model, &replicas.optimization().optimizer)?;
             return Err(Interrupted {
@@ -332,8 +253,7 @@ fn run(
             .into());
         }
 
-        let images_per_s =
-            (state.partial_seen - seen_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let images_per_s = steps.images_per_s;
         let valid = model.valid();
         let validation = evaluate(&valid, &split.val, &pre, recipe.batch_size, device)?;
         // No validation split (or no readable image in it): NaN, the best epoch is the last.
@@ -388,120 +308,6 @@ fn run(
     finish(out, &split.test, &pre, recipe, device, &state)
 }
 
-/// Stops a run that diverged at `at`: exports the best epoch so far as the run's bundle (a
-/// diverged run still leaves a usable model) and names the last good checkpoint.
-fn stop_diverged(
-    mut at: Diverged,
-    state: &State,
-    ckpt: &Checkpoints,
-    device: &Device,
-) -> anyhow::Error {
-    if state.best.is_some() {
-        match export_best(&at.run_dir, device) {
-            Ok(dir) => at.bundle = Some(dir),
-            Err(e) => {
-                return e.context("training diverged, and the best epoch could not be exported");
-            }
-        }
-    }
-    at.last_good = ckpt.exists().then(|| state.epochs_done());
-    at.into()
-}
-
-/// The network the run continues from: the checkpoint when resuming, else torchvision's
-/// weights with a new head, else a fresh network — seeded, so it starts the same every run.
-fn starting_model(
-    spec: &RunSpec,
-    recipe: &Recipe,
-    state: &State,
-    ckpt: &Checkpoints,
-    config: &NetworkConfig,
-    device: &Device,
-) -> Result<Network> {
-    device.seed(recipe.seed);
-    if !state.model_file.is_empty() {
-        // Progress goes to stderr with the progress bar; stdout carries results (and stays
-        // clean JSON for `petal demo --json`).
-        eprintln!(
-            "resuming after epoch {} (stage '{}', step {})",
-            state.epochs_done(),
-            recipe.stages.get(state.stage).map_or("done", |s| &s.name),
-            state.step
-        );
-        return ckpt.load_model(&state.model_file, config, device);
-    }
-    Ok(match &spec.pretrained {
-        Some(path) => {
-            let head = if recipe.keep_head {
-                Head::Keep
-            } else {
-                Head::Replace
-            };
-            load_torchvision(path, recipe.arch, config.num_classes, head, device)?.0
-        }
-        None => config.init(device),
-    })
-}
-
-/// The run's progress bar: every step of every epoch, `done` of them already.
-fn progress_bar(steps: usize, done: usize) -> ProgressBar {
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position(done as u64);
-    bar
-}
-
-/// Epoch `epoch`'s batches of training samples, in its seeded order, from step `skip` on (a
-/// resumed epoch continues where it stopped).
-fn epoch_batches(train: &[Sample], recipe: &Recipe, epoch: usize, skip: usize) -> Vec<Vec<Sample>> {
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    if recipe.shuffle {
-        order.shuffle(&mut StdRng::seed_from_u64(batch_seed(
-            recipe.seed,
-            epoch,
-            usize::MAX,
-        )));
-    }
-    order
-        .chunks(recipe.batch_size)
-        .skip(skip)
-        .map(|idx| idx.iter().map(|&i| train[i].clone()).collect())
-        .collect()
-}
-
-/// After an epoch's validation: keeps the network if it is the best so far, logs the row to
-/// `metrics.csv` and redraws the curves (so a long run can be watched from its folder).
-fn record_epoch(
-    state: &mut State,
-    row: EpochMetrics,
-    valid: &Network,
-    ckpt: &Checkpoints,
-    out: &Path,
-) -> Result<()> {
-    // The first epoch, and then any with strictly higher accuracy (NaN: no validation
-    // split, so the latest epoch is the best one).
-    let improved = state
-        .best
-        .is_none_or(|b| row.val_accuracy > b.val_accuracy || row.val_accuracy.is_nan());
-    if improved {
-        state.best = Some(Best {
-            epoch: row.epoch,
-            val_accuracy: row.val_accuracy,
-        });
-        ckpt.save_best(valid)?;
-    }
-    state.metrics.push(row);
-    write_metrics(&out.join(METRICS_FILE), &state.metrics)?;
-    let points: Vec<EpochPoint> = state.metrics.iter().map(EpochMetrics::point).collect();
-    if let Err(e) = training_curves_png(&points, &out.join(CURVES_FILE)) {
-        log::warn!("cannot draw the training curves: {e:#}");
-    }
-    Ok(())
-}
-
 /// The end of a run: the best epoch scored on the test split and exported as `bundle/`.
 fn finish(
     out: &Path,
@@ -531,43 +337,6 @@ fn finish(
 /// the training benchmark.
 pub fn stage_for_bench(model: Network) -> Network {
     stage::set_trainable(model, recipe::Trainable::AllButStem)
-}
-
-/// Mean loss and accuracy of `model` (inference mode) on `samples`, through the same runtime
-/// and the same predicted-class rule as `petal eval` (so a run's validation accuracy and `eval`
-/// on the same images agree); `None` when none could be read.
-fn evaluate(
-    model: &Network,
-    samples: &[Sample],
-    pre: &Preprocessor,
-    batch_size: usize,
-    device: &Device,
-) -> Result<Option<(f64, f64)>> {
-    let runtime = Runtime::new(model.clone(), device, RuntimeOptions::default())?;
-    let side = pre.image_size;
-    let (mut loss_sum, mut correct, mut count) = (0.0, 0usize, 0usize);
-    let chunks = samples.chunks(batch_size).map(<[Sample]>::to_vec).collect();
-    for_each_batch(
-        chunks,
-        0,
-        pre,
-        |_| None,
-        |_, batch| {
-            let n = batch.labels.len();
-            if n == 0 {
-                return Ok(true);
-            }
-            let logits = runtime.logits(&Images::new(batch.images, n, side, side)?)?;
-            for (i, &label) in batch.labels.iter().enumerate() {
-                let label = usize::try_from(label).context("a negative label")?;
-                loss_sum += cross_entropy(logits.row(i), label);
-                correct += usize::from(logits.predicted(i) == label);
-            }
-            count += n;
-            Ok(true)
-        },
-    )?;
-    Ok((count > 0).then(|| (loss_sum / count as f64, correct as f64 / count as f64)))
 }
 
 /// Every tensor of `model` (parameters and BatchNorm statistics), by name, for the tests of

@@ -1,7 +1,10 @@
 //! How a run stops early: its loss stopped being a number, or Ctrl-C.
 
 use super::RECIPE_FILE;
+use super::checkpoint::{Checkpoints, State};
+use super::export::export_best;
 use anyhow::{Context, Result};
+use burn::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -78,3 +81,23 @@ impl std::fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
+
+/// Stops a run that diverged at `at`: exports the best epoch so far as the run's bundle (a
+/// diverged run still leaves a usable model) and names the last good checkpoint.
+pub(super) fn stop_diverged(
+    mut at: Diverged,
+    state: &State,
+    ckpt: &Checkpoints,
+    device: &Device,
+) -> anyhow::Error {
+    if state.best.is_some() {
+        match export_best(&at.run_dir, device) {
+            Ok(dir) => at.bundle = Some(dir),
+            Err(e) => {
+                return e.context("training diverged, and the best epoch could not be exported");
+            }
+        }
+    }
+    at.last_good = ckpt.exists().then(|| state.epochs_done());
+    at.into()
+}
