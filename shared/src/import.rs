@@ -8,7 +8,11 @@
 //! ConvNeXt: torchvision's keys are `nn.Sequential` indices (`features.5.3.block.3.weight`);
 //! [`convnext_rules`] maps each onto our named fields (`stages.2.blocks.3.pwconv1.weight`).
 //!
-//! Both: norm `weight`/`bias` → burn's `gamma`/`beta`, and `Linear` weights stored `[out, in]`
+//! EfficientNet: torchvision's keys are `nn.Sequential` indices too
+//! (`features.2.1.block.3.1.weight`); [`efficientnet_rules`] maps them onto our named fields
+//! (`stage2.1.project.bn.weight`).
+//!
+//! All: norm `weight`/`bias` → burn's `gamma`/`beta`, and `Linear` weights stored `[out, in]`
 //! → burn's `[in, out]` (burn's `PyTorchToBurnAdapter`); `num_batches_tracked` (unused by our
 //! BatchNorm) and a `module.` prefix left by `nn.DataParallel` are ignored.
 
@@ -72,6 +76,85 @@ fn convnext_rules() -> Vec<(String, String)> {
     rules
 }
 
+/// Our name of each layer in torchvision's `MBConv.block` (`Sequential` index → field), for
+/// blocks that expand; the first stage's blocks (expansion ratio 1) have no `expand`, so their
+/// indices start at `depthwise`.
+const MBCONV_LAYERS: [&str; 4] = ["expand", "depthwise", "se", "project"];
+
+/// Our layers of a convolution + BatchNorm pair (torchvision's `Conv2dNormActivation`, whose
+/// `Sequential` indices are 0 and 1; its activation has no weights).
+const CONV_BN_LAYERS: [&str; 2] = ["conv", "bn"];
+
+/// `(regex, replacement)` applied to torchvision EfficientNet keys: `features.0` is the stem,
+/// `features.{s}` stage `s`'s blocks (1 ≤ s ≤ 7), `features.8` the last 1×1 convolution and
+/// `classifier.1` the linear layer (`classifier.0` is the dropout).
+fn efficientnet_rules() -> Vec<(String, String)> {
+    let mut rules: Vec<(String, String)> = [
+        (r"^module\.", ""),
+        (r"^features\.0\.", "stem."),
+        (r"^features\.8\.", "last_conv."),
+        (r"^classifier\.1\.", "classifier."),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .into();
+    for (index, name) in MBCONV_LAYERS[1..].iter().enumerate() {
+        rules.push((
+            format!(r"^features\.1\.(\d+)\.block\.{index}\."),
+            format!("stage1.${{1}}.{name}."),
+        ));
+    }
+    for (index, name) in MBCONV_LAYERS.iter().enumerate() {
+        rules.push((
+            format!(r"^features\.([2-7])\.(\d+)\.block\.{index}\."),
+            format!("stage${{1}}.${{2}}.{name}."),
+        ));
+    }
+    for (index, name) in CONV_BN_LAYERS.iter().enumerate() {
+        rules.push((
+            format!(r"^(stem|last_conv|stage\d\.\d+\.(?:expand|depthwise|project))\.{index}\."),
+            format!("${{1}}.{name}."),
+        ));
+    }
+    rules
+}
+
+/// The torchvision name of one of our EfficientNet parameter paths, if it is one. Paths that
+/// other families share a first segment with (ConvNeXt's `stem.weight`) are left alone.
+fn efficientnet_key(segments: &[&str]) -> Option<String> {
+    // `conv.weight` → `0.weight`, `bn.gamma` → `1.gamma`.
+    let conv_bn = |rest: &[&str]| match rest {
+        [layer, tail @ ..] if CONV_BN_LAYERS.contains(layer) => {
+            let index = CONV_BN_LAYERS.iter().position(|l| l == layer)?;
+            Some(format!("{index}.{}", tail.join(".")))
+        }
+        _ => None,
+    };
+    Some(match segments {
+        ["stem", rest @ ..] => format!("features.0.{}", conv_bn(rest)?),
+        ["last_conv", rest @ ..] => format!("features.8.{}", conv_bn(rest)?),
+        ["classifier", tail @ ("weight" | "bias")] => format!("classifier.1.{tail}"),
+        [stage, i, layer, rest @ ..] => {
+            let s = stage.strip_prefix("stage")?.parse::<usize>().ok()?;
+            let position = MBCONV_LAYERS.iter().position(|l| l == layer)?;
+            // The first stage has no `expand`: its indices start one lower.
+            let index = if s == 1 {
+                position.checked_sub(1)?
+            } else {
+                position
+            };
+            let tail = if *layer == "se" {
+                rest.join(".")
+            } else {
+                conv_bn(rest).unwrap_or_else(|| rest.join("."))
+            };
+            (1..=7)
+                .contains(&s)
+                .then(|| format!("features.{s}.{i}.block.{index}.{tail}"))?
+        }
+        _ => return None,
+    })
+}
+
 /// The torchvision name of one of our ConvNeXt parameter paths, if it is one.
 fn convnext_key(segments: &[&str]) -> Option<String> {
     let tail = |rest: &[&str]| rest.join(".");
@@ -108,9 +191,16 @@ fn convnext_key(segments: &[&str]) -> Option<String> {
 pub fn torchvision_key(burn_path: &str) -> String {
     let segments: Vec<&str> = burn_path
         .split('.')
-        .filter(|s| !matches!(*s, "Basic" | "Bottleneck" | "ResNet" | "ConvNeXt"))
+        .filter(|s| {
+            !matches!(
+                *s,
+                "Basic" | "Bottleneck" | "ResNet" | "ConvNeXt" | "EfficientNet"
+            )
+        })
         .collect();
-    let mut key = convnext_key(&segments).unwrap_or_else(|| segments.join("."));
+    let mut key = efficientnet_key(&segments)
+        .or_else(|| convnext_key(&segments))
+        .unwrap_or_else(|| segments.join("."));
     key = key.replace(".downsample.conv.", ".downsample.0.");
     key = key.replace(".downsample.bn.", ".downsample.1.");
     if let Some(stem) = key.strip_suffix(".gamma") {
@@ -126,6 +216,7 @@ fn is_linear_weight(key: &str) -> bool {
     [
         "fc.weight",
         "classifier.2.weight",
+        "classifier.1.weight",
         ".block.3.weight",
         ".block.5.weight",
     ]
@@ -135,7 +226,9 @@ fn is_linear_weight(key: &str) -> bool {
 
 /// Whether a torchvision key belongs to the classification layer a new head replaces.
 fn is_head_key(key: &str) -> bool {
-    key.starts_with("fc.") || key.starts_with("classifier.2.")
+    // ConvNeXt's `classifier.1` is a Flatten and EfficientNet's `classifier.2` does not
+    // exist, so each of these names one family's last linear layer.
+    key.starts_with("fc.") || key.starts_with("classifier.2.") || key.starts_with("classifier.1.")
 }
 
 /// What to do with the file's classification head.
@@ -143,8 +236,9 @@ fn is_head_key(key: &str) -> bool {
 pub enum Head {
     /// Load the head from the file: its class count must equal the model's.
     Keep,
-    /// Ignore the file's last linear layer (ResNet's `fc`, ConvNeXt's `classifier.2`) and keep
-    /// a freshly initialised one (fine-tuning on new classes).
+    /// Ignore the file's last linear layer (ResNet's `fc`, ConvNeXt's `classifier.2`,
+    /// EfficientNet's `classifier.1`) and keep a freshly initialised one (fine-tuning on new
+    /// classes).
     Replace,
 }
 
@@ -153,8 +247,8 @@ pub enum ImportError {
     #[error("{path}: cannot read weights: {message}")]
     Read { path: PathBuf, message: String },
     #[error(
-        "{path}: not a torchvision ResNet or ConvNeXt state_dict (no 'layerN.M.*' or \
-         'features.N.M.block.*' keys)"
+        "{path}: not a torchvision ResNet, ConvNeXt or EfficientNet state_dict (no 'layerN.M.*' \
+         or 'features.N.M.block.*' keys)"
     )]
     NotTorchvision { path: PathBuf },
     #[error("{path}: the file holds a {found} but {expected} was requested")]
@@ -221,6 +315,7 @@ pub fn import_into(
     let result = match model {
         Network::ResNet(m) => apply(m, path, resnet_rules(), head),
         Network::ConvNeXt(m) => apply(m, path, convnext_rules(), head),
+        Network::EfficientNet(m) => apply(m, path, efficientnet_rules(), head),
     }?;
     check(&result, path, arch, head)
 }
@@ -273,17 +368,34 @@ fn apply<M: ModuleSnapshot>(
 }
 
 /// The network shape a set of torchvision keys describes: ResNet's block layout from
-/// `layerN.M.*`, ConvNeXt's stage depths from `features.{2s+1}.M.block.*`.
+/// `layerN.M.*`, EfficientNet's stage depths from `features.S.M.block.L.{0,1,fc1,fc2}.*`
+/// (its block layers are themselves `Sequential`s or squeeze-excitations), ConvNeXt's from
+/// `features.{2s+1}.M.block.L.*` (whose block layers are plain layers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
     ResNet(BlockKind, [usize; 4]),
     ConvNeXt([usize; 4]),
+    EfficientNet([usize; 7]),
 }
 
 impl Found {
     fn of<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> Option<Found> {
         if let Some((kind, blocks)) = layout_of(keys.clone()) {
             return Some(Found::ResNet(kind, blocks));
+        }
+        let mut mbconv = [0usize; 7];
+        for key in keys.clone() {
+            let parts: Vec<&str> = key.split('.').collect();
+            if let ["features", stage, index, "block", _, layer, ..] = parts.as_slice()
+                && (layer.parse::<usize>().is_ok() || matches!(*layer, "fc1" | "fc2"))
+                && let (Ok(s), Ok(i)) = (stage.parse::<usize>(), index.parse::<usize>())
+                && (1..=7).contains(&s)
+            {
+                mbconv[s - 1] = mbconv[s - 1].max(i + 1);
+            }
+        }
+        if mbconv != [0; 7] {
+            return Some(Found::EfficientNet(mbconv));
         }
         let mut depths = [0usize; 4];
         for key in keys {
@@ -304,7 +416,8 @@ impl Found {
         match (self, arch.family()) {
             (Found::ResNet(kind, blocks), family) => family == Family::ResNet { kind, blocks },
             (Found::ConvNeXt(found), Family::ConvNeXt { depths, .. }) => found == depths,
-            (Found::ConvNeXt(_), Family::ResNet { .. }) => false,
+            (Found::EfficientNet(found), Family::EfficientNet { depths, .. }) => found == depths,
+            (Found::ConvNeXt(_) | Found::EfficientNet(_), _) => false,
         }
     }
 
@@ -314,6 +427,9 @@ impl Found {
             || match self {
                 Found::ResNet(kind, blocks) => format!("ResNet with {kind:?} blocks {blocks:?}"),
                 Found::ConvNeXt(depths) => format!("ConvNeXt with stage depths {depths:?}"),
+                Found::EfficientNet(depths) => {
+                    format!("EfficientNet with stage depths {depths:?}")
+                }
             },
             |a| a.to_string(),
         )
@@ -492,6 +608,76 @@ mod tests {
     }
 
     #[test]
+    fn efficientnet_rules_and_names_are_inverse() {
+        let rules: Vec<(regex::Regex, String)> = efficientnet_rules()
+            .into_iter()
+            .map(|(from, to)| (regex::Regex::new(&from).unwrap(), to))
+            .collect();
+        let remap = |key: &str| {
+            rules.iter().fold(key.to_string(), |k, (re, to)| {
+                re.replace_all(&k, to.as_str()).into_owned()
+            })
+        };
+        for (torch, ours) in [
+            ("features.0.0.weight", "stem.conv.weight"),
+            ("features.0.1.bias", "stem.bn.bias"),
+            (
+                "features.1.0.block.0.0.weight",
+                "stage1.0.depthwise.conv.weight",
+            ),
+            (
+                "features.1.0.block.0.1.running_var",
+                "stage1.0.depthwise.bn.running_var",
+            ),
+            ("features.1.0.block.1.fc1.weight", "stage1.0.se.fc1.weight"),
+            (
+                "features.1.0.block.2.1.weight",
+                "stage1.0.project.bn.weight",
+            ),
+            (
+                "features.2.1.block.0.0.weight",
+                "stage2.1.expand.conv.weight",
+            ),
+            (
+                "features.4.2.block.1.1.running_mean",
+                "stage4.2.depthwise.bn.running_mean",
+            ),
+            ("features.6.3.block.2.fc2.bias", "stage6.3.se.fc2.bias"),
+            (
+                "features.7.0.block.3.0.weight",
+                "stage7.0.project.conv.weight",
+            ),
+            ("features.8.0.weight", "last_conv.conv.weight"),
+            (
+                "features.8.1.num_batches_tracked",
+                "last_conv.bn.num_batches_tracked",
+            ),
+            ("classifier.1.weight", "classifier.weight"),
+            ("module.classifier.1.bias", "classifier.bias"),
+        ] {
+            assert_eq!(remap(torch), ours, "{torch}");
+            assert_eq!(
+                torchvision_key(ours),
+                torch.trim_start_matches("module."),
+                "{ours}"
+            );
+        }
+        assert_eq!(
+            torchvision_key("EfficientNet.stage3.1.project.bn.gamma"),
+            "features.3.1.block.3.1.weight"
+        );
+        // Other families' paths keep their own names.
+        assert_eq!(torchvision_key("stem.weight"), "features.0.0.weight");
+        assert_eq!(
+            torchvision_key("classifier.1.weight"),
+            "classifier.1.weight"
+        );
+        // The head a new one replaces, and its [out, in] layout.
+        assert!(is_head_key(&torchvision_key("classifier.weight")));
+        assert!(is_linear_weight("classifier.1.weight"));
+    }
+
+    #[test]
     fn found_names_the_family() {
         let convnext = [
             "features.1.2.block.0.weight",
@@ -507,6 +693,29 @@ mod tests {
         assert_eq!(found.describe(), "convnext_tiny");
         let resnet = Found::of(["layer1.0.conv1.weight"].into_iter()).unwrap();
         assert!(!resnet.fits(Arch::ConvNeXtTiny));
+        assert!(!resnet.fits(Arch::EfficientNetB0));
+        let efficientnet = [
+            "features.0.0.weight",
+            "features.1.0.block.1.fc1.weight",
+            "features.2.1.block.0.0.weight",
+            "features.3.1.block.3.1.bias",
+            "features.4.2.block.2.fc2.weight",
+            "features.5.2.block.0.1.running_var",
+            "features.6.3.block.1.0.weight",
+            "features.7.0.block.3.0.weight",
+            "features.8.0.weight",
+            "classifier.1.weight",
+        ];
+        let found = Found::of(efficientnet.into_iter()).unwrap();
+        assert_eq!(found, Found::EfficientNet([1, 2, 2, 3, 3, 4, 1]));
+        assert!(found.fits(Arch::EfficientNetB0));
+        assert!(!found.fits(Arch::ConvNeXtTiny));
+        assert_eq!(found.describe(), "efficientnet_b0");
+        assert!(
+            !Found::of(convnext.into_iter())
+                .unwrap()
+                .fits(Arch::EfficientNetB0)
+        );
     }
 
     #[test]

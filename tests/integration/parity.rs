@@ -1,8 +1,8 @@
-//! Network parity with torchvision: seeded weights with measured BatchNorm statistics (ResNet)
-//! or randomised LayerNorms and layer scales (ConvNeXt), imported through the public import
-//! path, must reproduce torchvision's activations stage by stage.
+//! Network parity with torchvision: seeded weights with measured BatchNorm statistics (ResNet,
+//! EfficientNet) or randomised LayerNorms and layer scales (ConvNeXt), imported through the
+//! public import path, must reproduce torchvision's activations stage by stage.
 
-use crate::reference::{Reference, convnext_tiny, resnet18, resnet101};
+use crate::reference::{Reference, convnext_tiny, efficientnet_b0, resnet18, resnet101};
 use crate::util::read_npy;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -134,6 +134,9 @@ fn resnet18_legacy_pth_matches_torchvision() {
 /// run on it, the chosen logits' sum backpropagated; each channel weighted by its gradient's
 /// mean over the grid. Returns `[N, h·w]`.
 fn autodiff_grad_cam(model: &Network, x: Tensor<4>, classes: &[usize]) -> Vec<f32> {
+    // In evaluation: on a tracked input, a head's dropout (EfficientNet's) would otherwise
+    // drop features as in training.
+    let model = model.valid();
     let last = model.last_stage(x).without_autodiff();
     let tracked = last.clone().autodiff().require_grad();
     let logits = model.head(tracked.clone());
@@ -227,6 +230,37 @@ fn resnet101_zip_pth_matches_torchvision() {
     check(r, Arch::ResNet101, &r.file("resnet101.pth"));
 }
 
+/// The class activation maps of `x` (shape `shape`): the network's logits alongside them are
+/// `logits`, and each class's map averages to its logit.
+fn assert_class_maps_average_to_logits(
+    model: &Network,
+    x: Tensor<4>,
+    shape: &[usize],
+    logits: &[f32],
+) {
+    let (cam_logits, maps) = model.class_maps(x);
+    assert_eq!(values(cam_logits), logits);
+    let [n, h, w, classes] = maps.dims();
+    assert_eq!(
+        (n, h, w, classes),
+        (shape[0], shape[2] / 32, shape[3] / 32, 1000)
+    );
+    let maps = values(maps);
+    for image in 0..n {
+        for class in [0, 17, 999] {
+            let mean = (0..h * w)
+                .map(|p| f64::from(maps[(image * h * w + p) * classes + class]))
+                .sum::<f64>()
+                / (h * w) as f64;
+            let logit = logits[image * classes + class];
+            assert!(
+                (mean as f32 - logit).abs() <= 1e-4 * logit.abs().max(1.0),
+                "image {image} class {class}: map mean {mean} vs logit {logit}"
+            );
+        }
+    }
+}
+
 /// ConvNeXt-T from both file formats: every stage, the pooled and normalised features, the
 /// logits, class maps whose means are the logits, and Grad-CAM as torch's autograd and burn's
 /// autodiff give it.
@@ -251,31 +285,43 @@ fn convnext_tiny_matches_torchvision() {
         compare(r, arch, "logits", &logits);
         assert_logits(r, arch, "burn", &logits);
 
-        // Class activation maps: each class's map averages to its logit.
-        let (cam_logits, maps) = model.class_maps(x);
-        assert_eq!(values(cam_logits), logits);
-        let [n, h, w, classes] = maps.dims();
-        assert_eq!(
-            (n, h, w, classes),
-            (shape[0], shape[2] / 32, shape[3] / 32, 1000)
-        );
-        let maps = values(maps);
-        for image in 0..n {
-            for class in [0, 17, 999] {
-                let mean = (0..h * w)
-                    .map(|p| f64::from(maps[(image * h * w + p) * classes + class]))
-                    .sum::<f64>()
-                    / (h * w) as f64;
-                let logit = logits[image * classes + class];
-                assert!(
-                    (mean as f32 - logit).abs() <= 1e-4 * logit.abs().max(1.0),
-                    "image {image} class {class}: map mean {mean} vs logit {logit}"
-                );
-            }
-        }
+        assert_class_maps_average_to_logits(&model, x, &shape, &logits);
     }
     // Grad-CAM sees the head's LayerNorm, so it is not the class map here: torch's autograd
     // is the reference.
     let model = import(arch, &r.file("convnext_tiny.pth"));
+    check_grad_cam(r, arch, &model);
+}
+
+/// EfficientNet-B0 from both file formats: the output of each of torchvision's `features[0..=8]`
+/// (stem, the seven MBConv stages, the 1×1 convolution to 1280), the pooled features, the
+/// logits, class maps whose means are the logits, and Grad-CAM as torch's autograd and burn's
+/// autodiff give it.
+#[test]
+fn efficientnet_b0_matches_torchvision() {
+    let arch = Arch::EfficientNetB0;
+    let r = efficientnet_b0();
+    for file in ["efficientnet_b0.pth", "efficientnet_b0.safetensors"] {
+        println!("{file}");
+        let model = import(arch, &r.file(file));
+        let Network::EfficientNet(efficientnet) = &model else {
+            panic!("{arch} imported as another family");
+        };
+        let (x, _, shape) = input(r);
+        let s = efficientnet.stages(x.clone());
+        compare(r, arch, "stage0", &values(s.stem));
+        for (i, stage) in s.stages.into_iter().enumerate() {
+            compare(r, arch, &format!("stage{}", i + 1), &values(stage));
+        }
+        compare(r, arch, "stage8", &values(s.last));
+        compare(r, arch, "features", &values(s.features));
+        let logits = values(s.logits);
+        compare(r, arch, "logits", &logits);
+        assert_logits(r, arch, "burn", &logits);
+        assert_class_maps_average_to_logits(&model, x, &shape, &logits);
+    }
+    // The head is pooling and a linear layer, so Grad-CAM is the class map without the bias
+    // in closed form: torch's autograd and burn's autodiff check it.
+    let model = import(arch, &r.file("efficientnet_b0.pth"));
     check_grad_cam(r, arch, &model);
 }

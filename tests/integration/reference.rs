@@ -45,6 +45,12 @@ pub fn convnext_tiny() -> &'static Reference {
     R.get_or_init(|| generate(&["convnext_tiny"]))
 }
 
+/// EfficientNet-B0 saved in torch's zip format (and safetensors).
+pub fn efficientnet_b0() -> &'static Reference {
+    static R: OnceLock<Reference> = OnceLock::new();
+    R.get_or_init(|| generate(&["efficientnet_b0"]))
+}
+
 /// Rewrites a safetensors file's JSON header with `edit`, keeping the data section.
 pub fn edit_safetensors(
     src: &Path,

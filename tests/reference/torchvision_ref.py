@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reference outputs from torchvision itself, for Petal's network parity tests.
 
-For each requested network (resnet18 ... resnet152, convnext_tiny) this writes, into --out:
+For each requested network (resnet18 ... resnet152, convnext_tiny, efficientnet_b0) this writes,
+into --out:
   ARCH.pth               seeded torchvision weights with randomised BatchNorm statistics
                          (zip format; --legacy writes torch's old non-zip pickle format,
                          the format of torchvision's published ImageNet files)
@@ -9,7 +10,10 @@ For each requested network (resnet18 ... resnet152, convnext_tiny) this writes, 
                          Python package needed)
   input.npy              float32 [N, 3, S, S] network input (random + real photos if given)
   ARCH.STAGE.npy         float32 activations: ResNet stem, layer1..layer4, pooled, logits;
-                         ConvNeXt stem, stage1..stage4, features (pooled + LayerNorm), logits
+                         ConvNeXt stem, stage1..stage4, features (pooled + LayerNorm), logits;
+                         EfficientNet stage0..stage8 (the outputs of features[0..8]: stem,
+                         the seven MBConv stages, the 1x1 convolution to 1280), features
+                         (pooled), logits
   ARCH.gradcam.npy       float32 [N, S/32, S/32]: Grad-CAM of each image's top-1 class, from
                          torch's autograd through the head
 
@@ -44,6 +48,36 @@ def randomise_batchnorm(model, gen, size):
     # Spread the logits to a trained classifier's range (about ±15), so top-5 is decisive.
     model.fc.weight.data.mul_(8.0)
     model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, size, size, generator=gen))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+
+
+def randomise_efficientnet(model, gen, size):
+    """EfficientNet's BatchNorms as randomise_batchnorm makes ResNet's: random affine
+    parameters, running statistics measured on random images (BatchNorm layers alone in train
+    mode, so that stochastic depth and dropout do not touch the measurement)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    # Small residual corrections, as in a trained network (each residual block's projection BN).
+    for stage in model.features[1:8]:
+        for block in stage:
+            if block.use_res_connect:
+                block.block[-1][1].weight.data.mul_(0.3)
+    # torchvision's classifier init already gives logits in a trained classifier's range here
+    # (about ±14), so top-5 is decisive without scaling.
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.train()
     with torch.no_grad():
         for _ in range(2):
             model(torch.randn(4, 3, size, size, generator=gen))
@@ -116,6 +150,17 @@ def convnext_stages(model, x):
     return out
 
 
+def efficientnet_stages(model, x):
+    out = {}
+    for i, layer in enumerate(model.features):
+        x = layer(x)
+        out[f"stage{i}"] = x
+    x = torch.flatten(model.avgpool(x), 1)
+    out["features"] = x
+    out["logits"] = model.classifier(x)
+    return out
+
+
 def grad_cam(head, last):
     """Grad-CAM (Selvaraju et al. 2017) of each image's top-1 class: the last stage's channels
     weighted by the mean gradient of the class's logit over the grid, summed, ReLU."""
@@ -148,8 +193,11 @@ def main():
         torch.manual_seed(args.seed)
         model = getattr(torchvision.models, arch)(num_classes=args.classes)
         convnext = arch.startswith("convnext")
+        efficientnet = arch.startswith("efficientnet")
         if convnext:
             randomise_convnext(model, gen)
+        elif efficientnet:
+            randomise_efficientnet(model, gen, args.size)
         else:
             randomise_batchnorm(model, gen, args.size)
         model.eval()
@@ -157,9 +205,17 @@ def main():
         torch.save(sd, f"{args.out}/{arch}.pth", _use_new_zipfile_serialization=not args.legacy)
         save_safetensors(sd, f"{args.out}/{arch}.safetensors")
         with torch.no_grad():
-            outs = convnext_stages(model, x) if convnext else stages(model, x)
+            if convnext:
+                outs = convnext_stages(model, x)
+            elif efficientnet:
+                outs = efficientnet_stages(model, x)
+            else:
+                outs = stages(model, x)
         if convnext:
             outs["gradcam"] = grad_cam(lambda t: model.classifier(model.avgpool(t)), outs["stage4"])
+        elif efficientnet:
+            last = outs[f"stage{len(model.features) - 1}"]
+            outs["gradcam"] = grad_cam(lambda t: model.classifier(torch.flatten(model.avgpool(t), 1)), last)
         else:
             outs["gradcam"] = grad_cam(lambda t: model.fc(torch.flatten(model.avgpool(t), 1)), outs["layer4"])
         for name, t in outs.items():

@@ -2,8 +2,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The networks Petal builds: torchvision's five ResNet depths and its ConvNeXt-T, each with
-/// published ImageNet weights.
+/// The networks Petal builds: torchvision's five ResNet depths, its ConvNeXt-T and its
+/// EfficientNet-B0, each with published ImageNet weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
@@ -14,6 +14,8 @@ pub enum Arch {
     ResNet152,
     #[serde(rename = "convnext_tiny")]
     ConvNeXtTiny,
+    #[serde(rename = "efficientnet_b0")]
+    EfficientNetB0,
 }
 
 /// The family an [`Arch`] belongs to, with the numbers that shape it.
@@ -25,6 +27,13 @@ pub enum Family {
     ConvNeXt {
         depths: [usize; 4],
         dims: [usize; 4],
+    },
+    /// A `stem`-channel stem, then `depths[i]` MBConv blocks of `widths[i]` output channels in
+    /// stage `i` (torchvision's `features.{i+1}`).
+    EfficientNet {
+        stem: usize,
+        widths: [usize; 7],
+        depths: [usize; 7],
     },
 }
 
@@ -48,16 +57,18 @@ impl BlockKind {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 6] = [
+    pub const ALL: [Arch; 7] = [
         Arch::ResNet18,
         Arch::ResNet34,
         Arch::ResNet50,
         Arch::ResNet101,
         Arch::ResNet152,
         Arch::ConvNeXtTiny,
+        Arch::EfficientNetB0,
     ];
 
-    /// The family and its shape (torchvision's `resnet.py` and `convnext.py` tables).
+    /// The family and its shape (torchvision's `resnet.py`, `convnext.py` and
+    /// `efficientnet.py` tables).
     pub const fn family(self) -> Family {
         use BlockKind::{Basic, Bottleneck};
         const fn resnet(kind: BlockKind, blocks: [usize; 4]) -> Family {
@@ -73,6 +84,12 @@ impl Arch {
                 depths: [3, 3, 9, 3],
                 dims: [96, 192, 384, 768],
             },
+            // `_efficientnet_conf("efficientnet_b0", width_mult=1.0, depth_mult=1.0)`.
+            Arch::EfficientNetB0 => Family::EfficientNet {
+                stem: 32,
+                widths: [16, 24, 40, 80, 112, 192, 320],
+                depths: [1, 2, 2, 3, 3, 4, 1],
+            },
         }
     }
 
@@ -81,6 +98,8 @@ impl Arch {
         match self.family() {
             Family::ResNet { kind, .. } => 512 * kind.expansion(),
             Family::ConvNeXt { dims, .. } => dims[3],
+            // torchvision's `lastconv_output_channels = 4 * lastconv_input_channels`.
+            Family::EfficientNet { widths, .. } => 4 * widths[6],
         }
     }
 
@@ -90,6 +109,10 @@ impl Arch {
         match self.family() {
             Family::ResNet { .. } => crate::imagenet::RESIZE_V1,
             Family::ConvNeXt { .. } => 236,
+            // torchvision evaluates its B0 weights at resize 256 / crop 224 with BICUBIC
+            // interpolation; Petal's resampler is Pillow's bilinear, so Petal's crops of a
+            // photo differ slightly from the ones those weights were evaluated on.
+            Family::EfficientNet { .. } => crate::imagenet::RESIZE_V1,
         }
     }
 
@@ -107,6 +130,7 @@ impl Arch {
             Arch::ResNet101 => "resnet101",
             Arch::ResNet152 => "resnet152",
             Arch::ConvNeXtTiny => "convnext_tiny",
+            Arch::EfficientNetB0 => "efficientnet_b0",
         }
     }
 }
@@ -119,16 +143,16 @@ impl fmt::Display for Arch {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown architecture '{0}' (expected resnet18, resnet34, resnet50, resnet101, resnet152 or \
-     convnext_tiny)"
+    "unknown architecture '{0}' (expected resnet18, resnet34, resnet50, resnet101, resnet152, \
+     convnext_tiny or efficientnet_b0)"
 )]
 pub struct ParseArchError(pub String);
 
 impl FromStr for Arch {
     type Err = ParseArchError;
 
-    /// Accepts `resnet101`, `ResNet101`, `resnet-101`, `101`, and `convnext_tiny`,
-    /// `ConvNeXt-Tiny`, `convnext-t`.
+    /// Accepts `resnet101`, `ResNet101`, `resnet-101`, `101`, `convnext_tiny`,
+    /// `ConvNeXt-Tiny`, `convnext-t`, and `efficientnet_b0`, `EfficientNet-B0`, `effnetb0`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let norm: String = s
             .chars()
@@ -137,6 +161,9 @@ impl FromStr for Arch {
             .to_ascii_lowercase();
         if matches!(norm.as_str(), "convnexttiny" | "convnextt") {
             return Ok(Arch::ConvNeXtTiny);
+        }
+        if matches!(norm.as_str(), "efficientnetb0" | "effnetb0") {
+            return Ok(Arch::EfficientNetB0);
         }
         let depth = norm.strip_prefix("resnet").unwrap_or(&norm);
         Arch::ALL
@@ -157,6 +184,16 @@ mod tests {
         assert_eq!("50".parse(), Ok(Arch::ResNet50));
         assert_eq!("convnext_tiny".parse(), Ok(Arch::ConvNeXtTiny));
         assert_eq!("ConvNeXt-T".parse(), Ok(Arch::ConvNeXtTiny));
+        for name in [
+            "efficientnet_b0",
+            "efficientnet-b0",
+            "EfficientNet-B0",
+            "effnetb0",
+        ] {
+            assert_eq!(name.parse(), Ok(Arch::EfficientNetB0), "{name}");
+        }
+        assert_eq!(Arch::EfficientNetB0.feature_dim(), 1280);
+        assert_eq!(Arch::EfficientNetB0.imagenet_resize(), 256);
         assert!("tiny".parse::<Arch>().is_err());
         assert!(
             "resnet19"

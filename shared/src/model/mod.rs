@@ -5,11 +5,13 @@
 //!   `bn1`, `layer1..4`, `fc`, `downsample`), so a torchvision `state_dict` maps onto it with
 //!   the few rules kept in `crate::import`; [`FoldedResNet`] is its CPU inference form.
 //! - [`ConvNeXt`]: torchvision's ConvNeXt-T.
+//! - [`EfficientNet`]: torchvision's EfficientNet-B0.
 
 mod arch;
 mod batch_norm;
 mod block;
 mod convnext;
+mod efficientnet;
 mod folded;
 mod network;
 mod precision;
@@ -20,6 +22,9 @@ pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use convnext::{
     ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling,
+};
+pub use efficientnet::{
+    ConvBn, EfficientNet, EfficientNetConfig, EfficientNetStages, MBConv, SqueezeExcitation,
 };
 pub use folded::{FoldError, FoldedNetwork, FoldedResNet};
 pub use network::{Maps, Network, NetworkConfig, ParamGroup};

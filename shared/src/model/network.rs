@@ -4,7 +4,10 @@
 //! name a family. Adding a family means a variant here, its module, its key rules in
 //! `crate::import`, and nothing else outside `model/`.
 
-use super::{Arch, ComputePrecision, ConvNeXt, ConvNeXtConfig, Family, ResNet, ResNetConfig};
+use super::{
+    Arch, ComputePrecision, ConvNeXt, ConvNeXtConfig, EfficientNet, EfficientNetConfig, Family,
+    ResNet, ResNetConfig,
+};
 use burn::prelude::*;
 use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore};
 
@@ -27,26 +30,36 @@ impl NetworkConfig {
             Family::ConvNeXt { .. } => {
                 Network::ConvNeXt(ConvNeXtConfig::new(self.arch, self.num_classes).init(device))
             }
+            Family::EfficientNet { .. } => Network::EfficientNet(
+                EfficientNetConfig::new(self.arch, self.num_classes).init(device),
+            ),
         }
     }
 }
 
 /// A classification network of any family.
+// The variants differ in size (EfficientNet's seven stage vectors and two convolution +
+// BatchNorm pairs are held inline): a program holds one or two networks and moves them
+// rarely, and burn has no `Module` for `Box` to put a variant behind.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     ResNet(ResNet),
     ConvNeXt(ConvNeXt),
+    EfficientNet(EfficientNet),
 }
 
 /// The named parameter groups a training stage refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ParamGroup {
     /// The first layer(s) that see pixels: ResNet's `conv1` + `bn1`, ConvNeXt's patchify
-    /// convolution and its LayerNorm.
+    /// convolution and its LayerNorm, EfficientNet's `features.0` (convolution + BatchNorm).
     Stem,
-    /// Every stage between stem and head.
+    /// Every stage between stem and head (EfficientNet: `features.1..=8`, its 1×1
+    /// convolution to 1280 channels included).
     Body,
-    /// The classifier: ResNet's `fc`; ConvNeXt's LayerNorm + linear layer.
+    /// The classifier: ResNet's `fc`; ConvNeXt's LayerNorm + linear layer; EfficientNet's
+    /// `classifier` (dropout + linear layer).
     Head,
 }
 
@@ -56,6 +69,7 @@ macro_rules! each {
         match $self {
             Network::ResNet($m) => $body,
             Network::ConvNeXt($m) => $body,
+            Network::EfficientNet($m) => $body,
         }
     };
 }
@@ -94,7 +108,8 @@ impl Network {
         each!(self, m => m.last_stage(images))
     }
 
-    /// The head on the last stage's output (pooling, ConvNeXt's LayerNorm, the linear layer):
+    /// The head on the last stage's output (pooling, ConvNeXt's LayerNorm, EfficientNet's
+    /// dropout in training, the linear layer):
     /// `[N, feature_dim, h, w]` → `[N, num_classes]`.
     pub fn head(&self, last: Tensor<4>) -> Tensor<2> {
         each!(self, m => m.head(last))
@@ -130,6 +145,7 @@ impl Network {
         match self {
             Network::ResNet(m) => Network::ResNet(m.with_new_head(num_classes)),
             Network::ConvNeXt(m) => Network::ConvNeXt(m.with_new_head(num_classes)),
+            Network::EfficientNet(m) => Network::EfficientNet(m.with_new_head(num_classes)),
         }
     }
 
@@ -141,19 +157,23 @@ impl Network {
                 m.precision = precision;
                 Network::ConvNeXt(m)
             }
+            Network::EfficientNet(m) => Network::EfficientNet(m.with_precision(precision)),
         }
     }
 
     /// Folds pending BatchNorm running-statistics updates into their stored values (see
-    /// [`ResNet::sync_running_stats`]); families without BatchNorm have none.
+    /// [`ResNet::sync_running_stats`]); families without BatchNorm (ConvNeXt) have none.
     pub fn sync_running_stats(&self) {
-        if let Network::ResNet(m) = self {
-            m.sync_running_stats();
+        match self {
+            Network::ResNet(m) => m.sync_running_stats(),
+            Network::EfficientNet(m) => m.sync_running_stats(),
+            Network::ConvNeXt(_) => {}
         }
     }
 
-    /// The network without stochastic depth: ConvNeXt's blocks keep every residual branch in
-    /// training too (torchvision's `stochastic_depth_prob=0`). ResNets have none.
+    /// The network without stochastic depth: ConvNeXt's and EfficientNet's blocks keep every
+    /// residual branch in training too (torchvision's `stochastic_depth_prob=0`). ResNets have
+    /// none. EfficientNet's dropout before its classifier stays (torchvision's `dropout`).
     pub fn without_stochastic_depth(self) -> Self {
         match self {
             Network::ConvNeXt(mut m) => {
@@ -162,7 +182,13 @@ impl Network {
                 }
                 Network::ConvNeXt(m)
             }
-            resnet => resnet,
+            Network::EfficientNet(mut m) => {
+                for block in m.blocks_mut().into_iter().flatten() {
+                    block.drop_prob = 0.0;
+                }
+                Network::EfficientNet(m)
+            }
+            resnet @ Network::ResNet(_) => resnet,
         }
     }
 
@@ -201,6 +227,22 @@ impl Network {
                 }
                 Network::ConvNeXt(m)
             }
+            Network::EfficientNet(mut m) => {
+                if !trains(ParamGroup::Stem) {
+                    m.stem = m.stem.freeze();
+                }
+                if !trains(ParamGroup::Body) {
+                    for stage in m.blocks_mut() {
+                        *stage = std::mem::take(stage).freeze();
+                    }
+                    m.last_conv = m.last_conv.freeze();
+                }
+                if !trains(ParamGroup::Head) {
+                    m.dropout = m.dropout.freeze();
+                    m.classifier = m.classifier.freeze();
+                }
+                Network::EfficientNet(m)
+            }
         }
     }
 
@@ -236,5 +278,11 @@ impl From<ResNet> for Network {
 impl From<ConvNeXt> for Network {
     fn from(m: ConvNeXt) -> Self {
         Network::ConvNeXt(m)
+    }
+}
+
+impl From<EfficientNet> for Network {
+    fn from(m: EfficientNet) -> Self {
+        Network::EfficientNet(m)
     }
 }

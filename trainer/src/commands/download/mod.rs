@@ -19,7 +19,7 @@ const BASE_URL_ENV: &str = "PETAL_DOWNLOAD_BASE_URL";
 /// (`ResNet*_Weights`, `ConvNeXt_Tiny_Weights`, read from torchvision 0.14.1; the files have not
 /// changed since the V2 weights came out).
 const TORCHVISION_HOST: &str = "https://download.pytorch.org";
-const WEIGHTS: [(Arch, Version, &str); 9] = [
+const WEIGHTS: [(Arch, Version, &str); 10] = [
     (Arch::ResNet18, Version::V1, "resnet18-f37072fd.pth"),
     (Arch::ResNet34, Version::V1, "resnet34-b627a593.pth"),
     (Arch::ResNet50, Version::V1, "resnet50-0676ba61.pth"),
@@ -32,6 +32,11 @@ const WEIGHTS: [(Arch, Version, &str); 9] = [
         Arch::ConvNeXtTiny,
         Version::V1,
         "convnext_tiny-983f1562.pth",
+    ),
+    (
+        Arch::EfficientNetB0,
+        Version::V1,
+        "efficientnet_b0_rwightman-3dd342df.pth",
     ),
 ];
 
@@ -297,7 +302,8 @@ mod tests {
     #[test]
     fn every_weights_file_carries_an_8_digit_hash() {
         for (arch, _, name) in WEIGHTS {
-            assert!(name.starts_with(&format!("{arch}-")), "{name}");
+            // torchvision names a file after its network (and who trained it: `_rwightman`).
+            assert!(name.starts_with(&format!("{arch}")), "{name}");
             assert_eq!(name_hash_prefix(name).map(str::len), Some(8), "{name}");
         }
     }
