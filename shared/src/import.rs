@@ -1,234 +1,48 @@
-//! torchvision weights → [`Network`]: every key rule in one place.
+//! torchvision weights → [`Network`]. The key rules are each family's own
+//! ([`FamilyInfo::torchvision_keys`](crate::model::FamilyInfo), one table read in both
+//! directions); what is common to every family is here:
 //!
-//! ResNet: torchvision's `state_dict` keys already match our field names except for:
-//! - `layerN.M.downsample.0.*` / `.1.*` (an `nn.Sequential`) → `downsample.conv.*` / `.bn.*`;
-//! - the block enum's variant name (`Basic`/`Bottleneck`), which torchvision keys lack
-//!   (skipped by the store's enum-variant matching).
-//!
-//! ConvNeXt: torchvision's keys are `nn.Sequential` indices (`features.5.3.block.3.weight`);
-//! [`convnext_rules`] maps each onto our named fields (`stages.2.blocks.3.pwconv1.weight`).
-//!
-//! EfficientNet: torchvision's keys are `nn.Sequential` indices too
-//! (`features.2.1.block.3.1.weight`); [`efficientnet_rules`] maps them onto our named fields
-//! (`stage2.1.project.bn.weight`).
-//!
-//! All: norm `weight`/`bias` → burn's `gamma`/`beta`, and `Linear` weights stored `[out, in]`
-//! → burn's `[in, out]` (burn's `PyTorchToBurnAdapter`); `num_batches_tracked` (unused by our
-//! BatchNorm) and a `module.` prefix left by `nn.DataParallel` are ignored.
+//! - a `module.` prefix left by `nn.DataParallel` is dropped;
+//! - burn's enum variants (ResNet's `Basic`/`Bottleneck`) are not in torchvision's keys (the
+//!   store skips them);
+//! - norm `weight`/`bias` → burn's `gamma`/`beta`, and `Linear` weights stored `[out, in]` →
+//!   burn's `[in, out]` (burn's `PyTorchToBurnAdapter`); `num_batches_tracked` (unused by our
+//!   BatchNorm) is ignored.
 
-use crate::model::{Arch, BlockKind, Family, Network, NetworkConfig};
+use crate::model::family::{self, Detected, FAMILIES};
+use crate::model::keys::{KeyRule, torchvision_name};
+use crate::model::{Arch, Network, NetworkConfig};
 use burn::prelude::*;
-use burn::store::{
-    ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
-};
+use burn::store::{ApplyError, ApplyResult, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// `(regex, replacement)` applied to torchvision ResNet keys, in order.
-fn resnet_rules() -> Vec<(String, String)> {
-    [
-        (r"^module\.", ""),
-        (r"\.downsample\.0\.", ".downsample.conv."),
-        (r"\.downsample\.1\.", ".downsample.bn."),
-    ]
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .into()
+/// The torchvision name of one of `arch`'s parameter paths (for error messages).
+pub fn torchvision_key(arch: Arch, burn_path: &str) -> String {
+    torchvision_name(&(arch.family_info().torchvision_keys)(), burn_path)
 }
 
-/// Our name of each layer in torchvision's `CNBlock.block` (`Sequential` index → field);
-/// indices 1, 4 and 6 are the permutes and the GELU, which have no weights.
-const CONVNEXT_BLOCK_LAYERS: [(usize, &str); 4] =
-    [(0, "dwconv"), (2, "norm"), (3, "pwconv1"), (5, "pwconv2")];
-
-/// `(regex, replacement)` applied to torchvision ConvNeXt keys: `features.0` is the stem,
-/// `features.{2s+1}` stage `s`'s blocks and `features.{2s}` its downsampling (s ≥ 1).
-fn convnext_rules() -> Vec<(String, String)> {
-    let mut rules: Vec<(String, String)> = [
-        (r"^module\.", ""),
-        (r"^features\.0\.0\.", "stem."),
-        (r"^features\.0\.1\.", "stem_norm."),
-        (r"^classifier\.0\.", "head_norm."),
-        (r"^classifier\.2\.", "head."),
-    ]
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .into();
-    for s in 0..4 {
-        let blocks = 2 * s + 1;
-        rules.push((
-            format!(r"^features\.{blocks}\.(\d+)\.layer_scale$"),
-            format!("stages.{s}.blocks.${{1}}.layer_scale"),
-        ));
-        for (index, name) in CONVNEXT_BLOCK_LAYERS {
-            rules.push((
-                format!(r"^features\.{blocks}\.(\d+)\.block\.{index}\."),
-                format!("stages.{s}.blocks.${{1}}.{name}."),
-            ));
-        }
-        if s > 0 {
-            for (index, name) in [(0, "norm"), (1, "conv")] {
-                rules.push((
-                    format!(r"^features\.{}\.{index}\.", 2 * s),
-                    format!("stages.{s}.downsample.{name}."),
-                ));
-            }
-        }
-    }
-    rules
+/// Whether `path` (segments, `.`-separated) is `prefix` or lies under it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
-/// Our name of each layer in torchvision's `MBConv.block` (`Sequential` index → field), for
-/// blocks that expand; the first stage's blocks (expansion ratio 1) have no `expand`, so their
-/// indices start at `depthwise`.
-const MBCONV_LAYERS: [&str; 4] = ["expand", "depthwise", "se", "project"];
-
-/// Our layers of a convolution + BatchNorm pair (torchvision's `Conv2dNormActivation`, whose
-/// `Sequential` indices are 0 and 1; its activation has no weights).
-const CONV_BN_LAYERS: [&str; 2] = ["conv", "bn"];
-
-/// `(regex, replacement)` applied to torchvision EfficientNet keys: `features.0` is the stem,
-/// `features.{s}` stage `s`'s blocks (1 ≤ s ≤ 7), `features.8` the last 1×1 convolution and
-/// `classifier.1` the linear layer (`classifier.0` is the dropout).
-fn efficientnet_rules() -> Vec<(String, String)> {
-    let mut rules: Vec<(String, String)> = [
-        (r"^module\.", ""),
-        (r"^features\.0\.", "stem."),
-        (r"^features\.8\.", "last_conv."),
-        (r"^classifier\.1\.", "classifier."),
-    ]
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .into();
-    for (index, name) in MBCONV_LAYERS[1..].iter().enumerate() {
-        rules.push((
-            format!(r"^features\.1\.(\d+)\.block\.{index}\."),
-            format!("stage1.${{1}}.{name}."),
-        ));
-    }
-    for (index, name) in MBCONV_LAYERS.iter().enumerate() {
-        rules.push((
-            format!(r"^features\.([2-7])\.(\d+)\.block\.{index}\."),
-            format!("stage${{1}}.${{2}}.{name}."),
-        ));
-    }
-    for (index, name) in CONV_BN_LAYERS.iter().enumerate() {
-        rules.push((
-            format!(r"^(stem|last_conv|stage\d\.\d+\.(?:expand|depthwise|project))\.{index}\."),
-            format!("${{1}}.{name}."),
-        ));
-    }
-    rules
-}
-
-/// The torchvision name of one of our EfficientNet parameter paths, if it is one. Paths that
-/// other families share a first segment with (ConvNeXt's `stem.weight`) are left alone.
-fn efficientnet_key(segments: &[&str]) -> Option<String> {
-    // `conv.weight` → `0.weight`, `bn.gamma` → `1.gamma`.
-    let conv_bn = |rest: &[&str]| match rest {
-        [layer, tail @ ..] if CONV_BN_LAYERS.contains(layer) => {
-            let index = CONV_BN_LAYERS.iter().position(|l| l == layer)?;
-            Some(format!("{index}.{}", tail.join(".")))
-        }
-        _ => None,
-    };
-    Some(match segments {
-        ["stem", rest @ ..] => format!("features.0.{}", conv_bn(rest)?),
-        ["last_conv", rest @ ..] => format!("features.8.{}", conv_bn(rest)?),
-        ["classifier", tail @ ("weight" | "bias")] => format!("classifier.1.{tail}"),
-        [stage, i, layer, rest @ ..] => {
-            let s = stage.strip_prefix("stage")?.parse::<usize>().ok()?;
-            let position = MBCONV_LAYERS.iter().position(|l| l == layer)?;
-            // The first stage has no `expand`: its indices start one lower.
-            let index = if s == 1 {
-                position.checked_sub(1)?
-            } else {
-                position
-            };
-            let tail = if *layer == "se" {
-                rest.join(".")
-            } else {
-                conv_bn(rest).unwrap_or_else(|| rest.join("."))
-            };
-            (1..=7)
-                .contains(&s)
-                .then(|| format!("features.{s}.{i}.block.{index}.{tail}"))?
-        }
-        _ => return None,
-    })
-}
-
-/// The torchvision name of one of our ConvNeXt parameter paths, if it is one.
-fn convnext_key(segments: &[&str]) -> Option<String> {
-    let tail = |rest: &[&str]| rest.join(".");
-    let stage = |s: &str| s.parse::<usize>().ok();
-    Some(match segments {
-        ["stem", rest @ ..] => format!("features.0.0.{}", tail(rest)),
-        ["stem_norm", rest @ ..] => format!("features.0.1.{}", tail(rest)),
-        ["head_norm", rest @ ..] => format!("classifier.0.{}", tail(rest)),
-        ["head", rest @ ..] => format!("classifier.2.{}", tail(rest)),
-        ["stages", s, "downsample", layer, rest @ ..] => {
-            let index = match *layer {
-                "norm" => 0,
-                "conv" => 1,
-                _ => return None,
-            };
-            format!("features.{}.{index}.{}", 2 * stage(s)?, tail(rest))
-        }
-        ["stages", s, "blocks", i, "layer_scale"] => {
-            format!("features.{}.{i}.layer_scale", 2 * stage(s)? + 1)
-        }
-        ["stages", s, "blocks", i, layer, rest @ ..] => {
-            let (index, _) = CONVNEXT_BLOCK_LAYERS.iter().find(|(_, n)| n == layer)?;
-            format!(
-                "features.{}.{i}.block.{index}.{}",
-                2 * stage(s)? + 1,
-                tail(rest)
-            )
-        }
-        _ => return None,
-    })
-}
-
-/// The torchvision name of one of our parameter paths (for error messages).
-pub fn torchvision_key(burn_path: &str) -> String {
-    let segments: Vec<&str> = burn_path
+/// Whether one of our parameter paths belongs to the classification layer a new head replaces.
+/// burn's predicate is a plain `fn`, which cannot know the network's family, so every family's
+/// head is tested: no family has a path under another's head (a unit test checks it).
+fn is_head_path(path: &str, _container: &str) -> bool {
+    let path: Vec<&str> = path
         .split('.')
-        .filter(|s| {
-            !matches!(
-                *s,
-                "Basic" | "Bottleneck" | "ResNet" | "ConvNeXt" | "EfficientNet"
-            )
-        })
+        .filter(|s| !s.starts_with(|c: char| c.is_ascii_uppercase()))
         .collect();
-    let mut key = efficientnet_key(&segments)
-        .or_else(|| convnext_key(&segments))
-        .unwrap_or_else(|| segments.join("."));
-    key = key.replace(".downsample.conv.", ".downsample.0.");
-    key = key.replace(".downsample.bn.", ".downsample.1.");
-    if let Some(stem) = key.strip_suffix(".gamma") {
-        key = format!("{stem}.weight");
-    } else if let Some(stem) = key.strip_suffix(".beta") {
-        key = format!("{stem}.bias");
-    }
-    key
+    let path = path.join(".");
+    FAMILIES.iter().any(|f| under(&path, f.head))
 }
 
-/// Whether a torchvision key is a `Linear` weight (stored `[out, in]`, ours `[in, out]`).
-fn is_linear_weight(key: &str) -> bool {
-    [
-        "fc.weight",
-        "classifier.2.weight",
-        "classifier.1.weight",
-        ".block.3.weight",
-        ".block.5.weight",
-    ]
-    .iter()
-    .any(|end| key.ends_with(end))
-}
-
-/// Whether a torchvision key belongs to the classification layer a new head replaces.
-fn is_head_key(key: &str) -> bool {
-    // ConvNeXt's `classifier.1` is a Flatten and EfficientNet's `classifier.2` does not
-    // exist, so each of these names one family's last linear layer.
-    key.starts_with("fc.") || key.starts_with("classifier.2.") || key.starts_with("classifier.1.")
+/// Whether a torchvision key belongs to `arch`'s classification layer.
+fn is_head_key(arch: Arch, key: &str) -> bool {
+    under(key, &torchvision_key(arch, arch.family_info().head))
 }
 
 /// What to do with the file's classification head.
@@ -236,9 +50,8 @@ fn is_head_key(key: &str) -> bool {
 pub enum Head {
     /// Load the head from the file: its class count must equal the model's.
     Keep,
-    /// Ignore the file's last linear layer (ResNet's `fc`, ConvNeXt's `classifier.2`,
-    /// EfficientNet's `classifier.1`) and keep a freshly initialised one (fine-tuning on new
-    /// classes).
+    /// Ignore the file's last linear layer (the family's head: ResNet's `fc`, ConvNeXt's
+    /// `classifier.2`, …) and keep a freshly initialised one (fine-tuning on new classes).
     Replace,
 }
 
@@ -246,11 +59,8 @@ pub enum Head {
 pub enum ImportError {
     #[error("{path}: cannot read weights: {message}")]
     Read { path: PathBuf, message: String },
-    #[error(
-        "{path}: not a torchvision ResNet, ConvNeXt or EfficientNet state_dict (no 'layerN.M.*' \
-         or 'features.N.M.block.*' keys)"
-    )]
-    NotTorchvision { path: PathBuf },
+    #[error("{path}: not a torchvision state_dict of a family Petal builds ({families})")]
+    NotTorchvision { path: PathBuf, families: String },
     #[error("{path}: the file holds a {found} but {expected} was requested")]
     ArchMismatch {
         path: PathBuf,
@@ -312,11 +122,8 @@ pub fn import_into(
         });
     }
     let arch = model.arch();
-    let result = match model {
-        Network::ResNet(m) => apply(m, path, resnet_rules(), head),
-        Network::ConvNeXt(m) => apply(m, path, convnext_rules(), head),
-        Network::EfficientNet(m) => apply(m, path, efficientnet_rules(), head),
-    }?;
+    let rules = (arch.family_info().torchvision_keys)();
+    let result = apply(model, path, &rules, head)?;
     check(&result, path, arch, head)
 }
 
@@ -325,11 +132,11 @@ fn is_safetensors(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
-/// Loads the file into one family's module, with that family's key rules.
-fn apply<M: ModuleSnapshot>(
-    model: &mut M,
+/// Loads the file into `model`, with its family's key rules.
+fn apply(
+    model: &mut Network,
     path: &Path,
-    rules: Vec<(String, String)>,
+    rules: &[KeyRule],
     head: Head,
 ) -> Result<ApplyResult, ImportError> {
     let read_err = |e: &dyn std::fmt::Display| ImportError::Read {
@@ -337,7 +144,10 @@ fn apply<M: ModuleSnapshot>(
         message: e.to_string(),
     };
     let keep_head: fn(&str, &str) -> bool = |_, _| true;
-    let drop_head: fn(&str, &str) -> bool = |p, _| !is_head_key(&torchvision_key(p));
+    let drop_head: fn(&str, &str) -> bool = |p, c| !is_head_path(p, c);
+    let rules: Vec<(String, String)> = std::iter::once((r"^module\.".into(), String::new()))
+        .chain(rules.iter().map(KeyRule::to_petal_regex))
+        .collect();
     let predicate = match head {
         Head::Keep => keep_head,
         Head::Replace => drop_head,
@@ -353,7 +163,7 @@ fn apply<M: ModuleSnapshot>(
         for (from, to) in &rules {
             store = store.with_key_remapping(from, to);
         }
-        model.load_from(&mut store).map_err(|e| read_err(&e))
+        model.load_tensors(&mut store).map_err(|e| read_err(&e))
     } else {
         let mut store = PytorchStore::from_file(path)
             .with_predicate(predicate)
@@ -363,107 +173,8 @@ fn apply<M: ModuleSnapshot>(
         for (from, to) in &rules {
             store = store.with_key_remapping(from, to);
         }
-        model.load_from(&mut store).map_err(|e| read_err(&e))
+        model.load_tensors(&mut store).map_err(|e| read_err(&e))
     }
-}
-
-/// The network shape a set of torchvision keys describes: ResNet's block layout from
-/// `layerN.M.*`, EfficientNet's stage depths from `features.S.M.block.L.{0,1,fc1,fc2}.*`
-/// (its block layers are themselves `Sequential`s or squeeze-excitations), ConvNeXt's from
-/// `features.{2s+1}.M.block.L.*` (whose block layers are plain layers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Found {
-    ResNet(BlockKind, [usize; 4]),
-    ConvNeXt([usize; 4]),
-    EfficientNet([usize; 7]),
-}
-
-impl Found {
-    fn of<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> Option<Found> {
-        if let Some((kind, blocks)) = layout_of(keys.clone()) {
-            return Some(Found::ResNet(kind, blocks));
-        }
-        let mut mbconv = [0usize; 7];
-        for key in keys.clone() {
-            let parts: Vec<&str> = key.split('.').collect();
-            if let ["features", stage, index, "block", _, layer, ..] = parts.as_slice()
-                && (layer.parse::<usize>().is_ok() || matches!(*layer, "fc1" | "fc2"))
-                && let (Ok(s), Ok(i)) = (stage.parse::<usize>(), index.parse::<usize>())
-                && (1..=7).contains(&s)
-            {
-                mbconv[s - 1] = mbconv[s - 1].max(i + 1);
-            }
-        }
-        if mbconv != [0; 7] {
-            return Some(Found::EfficientNet(mbconv));
-        }
-        let mut depths = [0usize; 4];
-        for key in keys {
-            let parts: Vec<&str> = key.split('.').collect();
-            if let ["features", stage, index, "block", ..] = parts.as_slice()
-                && let (Ok(k), Ok(i)) = (stage.parse::<usize>(), index.parse::<usize>())
-                && k % 2 == 1
-                && k <= 7
-            {
-                depths[k / 2] = depths[k / 2].max(i + 1);
-            }
-        }
-        (depths != [0; 4]).then_some(Found::ConvNeXt(depths))
-    }
-
-    /// Whether `arch` has this shape.
-    fn fits(self, arch: Arch) -> bool {
-        match (self, arch.family()) {
-            (Found::ResNet(kind, blocks), family) => family == Family::ResNet { kind, blocks },
-            (Found::ConvNeXt(found), Family::ConvNeXt { depths, .. }) => found == depths,
-            (Found::EfficientNet(found), Family::EfficientNet { depths, .. }) => found == depths,
-            (Found::ConvNeXt(_) | Found::EfficientNet(_), _) => false,
-        }
-    }
-
-    /// What to call it in an error message.
-    fn describe(self) -> String {
-        Arch::ALL.into_iter().find(|a| self.fits(*a)).map_or_else(
-            || match self {
-                Found::ResNet(kind, blocks) => format!("ResNet with {kind:?} blocks {blocks:?}"),
-                Found::ConvNeXt(depths) => format!("ConvNeXt with stage depths {depths:?}"),
-                Found::EfficientNet(depths) => {
-                    format!("EfficientNet with stage depths {depths:?}")
-                }
-            },
-            |a| a.to_string(),
-        )
-    }
-}
-
-/// The block layout a set of (remapped) file keys describes.
-fn layout_of<'a>(keys: impl Iterator<Item = &'a str>) -> Option<(BlockKind, [usize; 4])> {
-    let mut blocks = [0usize; 4];
-    let mut bottleneck = false;
-    for key in keys {
-        let mut parts = key.split('.');
-        let (Some(layer), Some(index)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let (Some(n), Ok(i)) = (
-            layer
-                .strip_prefix("layer")
-                .and_then(|n| n.parse::<usize>().ok()),
-            index.parse::<usize>(),
-        ) else {
-            continue;
-        };
-        if (1..=4).contains(&n) {
-            blocks[n - 1] = blocks[n - 1].max(i + 1);
-            bottleneck |= key.split('.').any(|s| s == "conv3");
-        }
-    }
-    let kind = if bottleneck {
-        BlockKind::Bottleneck
-    } else {
-        BlockKind::Basic
-    };
-    (blocks != [0; 4]).then_some((kind, blocks))
 }
 
 fn check(
@@ -478,19 +189,29 @@ fn check(
         .iter()
         .chain(&result.unused)
         .chain(&result.skipped)
-        .map(|k| torchvision_key(k))
+        .map(|k| torchvision_key(arch, k))
         .collect();
 
-    match Found::of(file_keys.iter().map(String::as_str)) {
-        None => return Err(ImportError::NotTorchvision { path: path_buf() }),
-        Some(found) if !found.fits(arch) => {
+    let keys: Vec<&str> = file_keys.iter().map(String::as_str).collect();
+    match family::detect(&keys) {
+        None => {
+            let families: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+            return Err(ImportError::NotTorchvision {
+                path: path_buf(),
+                families: families.join(", "),
+            });
+        }
+        Some(Detected::Arch(found)) if found == arch => {}
+        Some(found) => {
             return Err(ImportError::ArchMismatch {
                 path: path_buf(),
                 expected: arch,
-                found: found.describe(),
+                found: match found {
+                    Detected::Arch(a) => a.to_string(),
+                    Detected::Other(description) => description,
+                },
             });
         }
-        Some(_) => {}
     }
 
     if let Some(err) = result.errors.first() {
@@ -500,16 +221,17 @@ fn check(
                 expected,
                 found,
             } => {
-                let key = torchvision_key(key);
-                // Show Linear weights in PyTorch's [out, in] order, as the file stores them.
+                let key = torchvision_key(arch, key);
+                // Show Linear weights (the only 2-D weights) in PyTorch's [out, in] order, as
+                // the file stores them.
                 let torch_order = |s: &burn::tensor::Shape| {
                     let mut d = s.to_vec();
-                    if is_linear_weight(&key) {
+                    if d.len() == 2 && key.ends_with(".weight") {
                         d.reverse();
                     }
                     d
                 };
-                let hint = if is_head_key(&key) {
+                let hint = if is_head_key(arch, &key) {
                     " (a different class count: replace the head to fine-tune on new classes)"
                 } else {
                     ""
@@ -533,8 +255,8 @@ fn check(
     let missing: Vec<String> = result
         .missing
         .iter()
-        .map(|(k, _)| torchvision_key(k))
-        .filter(|k| head == Head::Keep || !is_head_key(k))
+        .map(|(k, _)| torchvision_key(arch, k))
+        .filter(|k| head == Head::Keep || !is_head_key(arch, k))
         .collect();
     if !missing.is_empty() {
         return Err(ImportError::MissingKeys {
@@ -550,7 +272,7 @@ fn check(
             .unused
             .iter()
             .chain(&result.skipped)
-            .map(|k| torchvision_key(k))
+            .map(|k| torchvision_key(arch, k))
             .collect(),
     })
 }
@@ -558,177 +280,138 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::store::ModuleSnapshot;
 
-    #[test]
-    fn keys_map_back_to_torchvision_names() {
-        assert_eq!(
-            torchvision_key("layer2.0.Bottleneck.downsample.bn.gamma"),
-            "layer2.0.downsample.1.weight"
-        );
-        assert_eq!(
-            torchvision_key("layer1.1.Basic.conv2.weight"),
-            "layer1.1.conv2.weight"
-        );
-        assert_eq!(torchvision_key("bn1.beta"), "bn1.bias");
-        assert_eq!(torchvision_key("fc.weight"), "fc.weight");
-    }
-
-    #[test]
-    fn convnext_rules_and_names_are_inverse() {
-        let rules: Vec<(regex::Regex, String)> = convnext_rules()
-            .into_iter()
-            .map(|(from, to)| (regex::Regex::new(&from).unwrap(), to))
-            .collect();
-        let remap = |key: &str| {
-            rules.iter().fold(key.to_string(), |k, (re, to)| {
-                re.replace(&k, to.as_str()).into_owned()
-            })
-        };
-        for (torch, ours) in [
-            ("features.0.0.weight", "stem.weight"),
-            ("features.0.1.bias", "stem_norm.bias"),
-            ("features.1.2.layer_scale", "stages.0.blocks.2.layer_scale"),
-            (
-                "features.5.8.block.3.weight",
-                "stages.2.blocks.8.pwconv1.weight",
-            ),
-            ("features.7.0.block.0.bias", "stages.3.blocks.0.dwconv.bias"),
-            ("features.6.0.weight", "stages.3.downsample.norm.weight"),
-            ("features.2.1.weight", "stages.1.downsample.conv.weight"),
-            ("classifier.0.weight", "head_norm.weight"),
-            ("classifier.2.bias", "head.bias"),
-        ] {
-            assert_eq!(remap(torch), ours, "{torch}");
-            assert_eq!(torchvision_key(ours), torch, "{ours}");
-        }
-        assert_eq!(
-            torchvision_key("ConvNeXt.stages.2.blocks.8.norm.gamma"),
-            "features.5.8.block.2.weight"
-        );
-    }
-
-    #[test]
-    fn efficientnet_rules_and_names_are_inverse() {
-        let rules: Vec<(regex::Regex, String)> = efficientnet_rules()
-            .into_iter()
-            .map(|(from, to)| (regex::Regex::new(&from).unwrap(), to))
-            .collect();
-        let remap = |key: &str| {
-            rules.iter().fold(key.to_string(), |k, (re, to)| {
+    /// `key` through the regexes burn-store applies on import, in order.
+    fn imported_name(arch: Arch, key: &str) -> String {
+        let rules = (arch.family_info().torchvision_keys)();
+        std::iter::once((r"^module\.".to_string(), String::new()))
+            .chain(rules.iter().map(KeyRule::to_petal_regex))
+            .fold(key.to_string(), |k, (from, to)| {
+                let re = regex::Regex::new(&from).unwrap();
                 re.replace_all(&k, to.as_str()).into_owned()
             })
-        };
-        for (torch, ours) in [
-            ("features.0.0.weight", "stem.conv.weight"),
-            ("features.0.1.bias", "stem.bn.bias"),
-            (
-                "features.1.0.block.0.0.weight",
-                "stage1.0.depthwise.conv.weight",
-            ),
-            (
-                "features.1.0.block.0.1.running_var",
-                "stage1.0.depthwise.bn.running_var",
-            ),
-            ("features.1.0.block.1.fc1.weight", "stage1.0.se.fc1.weight"),
-            (
-                "features.1.0.block.2.1.weight",
-                "stage1.0.project.bn.weight",
-            ),
-            (
-                "features.2.1.block.0.0.weight",
-                "stage2.1.expand.conv.weight",
-            ),
-            (
-                "features.4.2.block.1.1.running_mean",
-                "stage4.2.depthwise.bn.running_mean",
-            ),
-            ("features.6.3.block.2.fc2.bias", "stage6.3.se.fc2.bias"),
-            (
-                "features.7.0.block.3.0.weight",
-                "stage7.0.project.conv.weight",
-            ),
-            ("features.8.0.weight", "last_conv.conv.weight"),
-            (
-                "features.8.1.num_batches_tracked",
-                "last_conv.bn.num_batches_tracked",
-            ),
-            ("classifier.1.weight", "classifier.weight"),
-            ("module.classifier.1.bias", "classifier.bias"),
-        ] {
-            assert_eq!(remap(torch), ours, "{torch}");
-            assert_eq!(
-                torchvision_key(ours),
-                torch.trim_start_matches("module."),
-                "{ours}"
+    }
+
+    /// Every parameter of every network Petal builds: its torchvision name imports back to
+    /// it (burn's norm names aside), and no two parameters share a torchvision name.
+    #[test]
+    fn every_parameter_maps_to_torchvision_and_back() {
+        for arch in Arch::ALL {
+            let model = NetworkConfig::new(arch, 10).init(&Device::flex());
+            let mut seen = BTreeSet::new();
+            // With burn's enum variants in the paths, as the store sees them.
+            for snapshot in model.collect(None, None, false) {
+                let path = snapshot.name;
+                let key = torchvision_key(arch, &path);
+                assert!(seen.insert(key.clone()), "{arch}: {key} twice");
+                let ours: Vec<&str> = path
+                    .split('.')
+                    .filter(|s| !s.starts_with(|c: char| c.is_ascii_uppercase()))
+                    .collect();
+                let ours = ours.join(".");
+                let ours = ours
+                    .strip_suffix(".gamma")
+                    .map(|s| format!("{s}.weight"))
+                    .or_else(|| ours.strip_suffix(".beta").map(|s| format!("{s}.bias")))
+                    .unwrap_or(ours);
+                assert_eq!(imported_name(arch, &key), ours, "{arch}: {path} as {key}");
+                assert_eq!(
+                    imported_name(arch, &format!("module.{key}")),
+                    ours,
+                    "{arch}: nn.DataParallel's prefix"
+                );
+                // The head, and only the head, is what a new head replaces.
+                assert_eq!(
+                    is_head_path(&path, ""),
+                    is_head_key(arch, &key),
+                    "{arch}: {path}"
+                );
+            }
+            assert!(
+                seen.iter().any(|k| is_head_key(arch, k)),
+                "{arch} has a head"
             );
         }
-        assert_eq!(
-            torchvision_key("EfficientNet.stage3.1.project.bn.gamma"),
-            "features.3.1.block.3.1.weight"
-        );
-        // Other families' paths keep their own names.
-        assert_eq!(torchvision_key("stem.weight"), "features.0.0.weight");
-        assert_eq!(
-            torchvision_key("classifier.1.weight"),
-            "classifier.1.weight"
-        );
-        // The head a new one replaces, and its [out, in] layout.
-        assert!(is_head_key(&torchvision_key("classifier.weight")));
-        assert!(is_linear_weight("classifier.1.weight"));
     }
 
     #[test]
-    fn found_names_the_family() {
-        let convnext = [
-            "features.1.2.block.0.weight",
-            "features.5.8.layer_scale",
-            "features.5.8.block.3.weight",
-            "features.7.2.block.5.bias",
-            "features.3.2.block.5.bias",
-        ];
-        let found = Found::of(convnext.into_iter()).unwrap();
-        assert_eq!(found, Found::ConvNeXt([3, 3, 9, 3]));
-        assert!(found.fits(Arch::ConvNeXtTiny));
-        assert!(!found.fits(Arch::ResNet18));
-        assert_eq!(found.describe(), "convnext_tiny");
-        let resnet = Found::of(["layer1.0.conv1.weight"].into_iter()).unwrap();
-        assert!(!resnet.fits(Arch::ConvNeXtTiny));
-        assert!(!resnet.fits(Arch::EfficientNetB0));
-        let efficientnet = [
-            "features.0.0.weight",
-            "features.1.0.block.1.fc1.weight",
-            "features.2.1.block.0.0.weight",
-            "features.3.1.block.3.1.bias",
-            "features.4.2.block.2.fc2.weight",
-            "features.5.2.block.0.1.running_var",
-            "features.6.3.block.1.0.weight",
-            "features.7.0.block.3.0.weight",
-            "features.8.0.weight",
-            "classifier.1.weight",
-        ];
-        let found = Found::of(efficientnet.into_iter()).unwrap();
-        assert_eq!(found, Found::EfficientNet([1, 2, 2, 3, 3, 4, 1]));
-        assert!(found.fits(Arch::EfficientNetB0));
-        assert!(!found.fits(Arch::ConvNeXtTiny));
-        assert_eq!(found.describe(), "efficientnet_b0");
-        assert!(
-            !Found::of(convnext.into_iter())
-                .unwrap()
-                .fits(Arch::EfficientNetB0)
-        );
+    fn torchvision_names_of_each_family() {
+        for (arch, ours, torch) in [
+            (
+                Arch::ResNet50,
+                "layer2.0.Bottleneck.downsample.bn.gamma",
+                "layer2.0.downsample.1.weight",
+            ),
+            (
+                Arch::ResNet18,
+                "layer1.1.Basic.conv2.weight",
+                "layer1.1.conv2.weight",
+            ),
+            (Arch::ResNet18, "bn1.beta", "bn1.bias"),
+            (Arch::ResNet18, "fc.weight", "fc.weight"),
+            (
+                Arch::ConvNeXtTiny,
+                "ConvNeXt.stages.2.blocks.8.norm.gamma",
+                "features.5.8.block.2.weight",
+            ),
+            (
+                Arch::ConvNeXtTiny,
+                "stages.0.blocks.2.layer_scale",
+                "features.1.2.layer_scale",
+            ),
+            (
+                Arch::ConvNeXtTiny,
+                "stages.3.downsample.norm.weight",
+                "features.6.0.weight",
+            ),
+            (Arch::ConvNeXtTiny, "head.bias", "classifier.2.bias"),
+            (
+                Arch::EfficientNetB0,
+                "EfficientNet.stage3.1.project.bn.gamma",
+                "features.3.1.block.3.1.weight",
+            ),
+            (
+                Arch::EfficientNetB0,
+                "stage1.0.depthwise.conv.weight",
+                "features.1.0.block.0.0.weight",
+            ),
+            (
+                Arch::EfficientNetB0,
+                "stage6.3.se.fc2.bias",
+                "features.6.3.block.2.fc2.bias",
+            ),
+            (
+                Arch::EfficientNetB0,
+                "last_conv.conv.weight",
+                "features.8.0.weight",
+            ),
+            (
+                Arch::EfficientNetB0,
+                "classifier.weight",
+                "classifier.1.weight",
+            ),
+        ] {
+            assert_eq!(torchvision_key(arch, ours), torch, "{arch}: {ours}");
+        }
     }
 
     #[test]
-    fn layout_from_keys() {
-        let keys = [
-            "layer1.0.conv1.weight",
-            "layer1.1.conv3.weight",
-            "layer4.2.bn1.bias",
-            "fc.bias",
-        ];
-        let (kind, blocks) = layout_of(keys.into_iter()).unwrap();
-        assert_eq!(kind, BlockKind::Bottleneck);
-        assert_eq!(blocks, [2, 0, 0, 3]);
-        assert!(layout_of(["fc.weight"].into_iter()).is_none());
+    fn no_family_reaches_under_another_familys_head() {
+        for arch in Arch::ALL {
+            let model = NetworkConfig::new(arch, 10).init(&Device::flex());
+            let own = arch.family_info();
+            // With burn's enum variants in the paths, as the store sees them.
+            for snapshot in model.collect(None, None, false) {
+                let path = snapshot.name;
+                for other in FAMILIES.iter().filter(|f| f.name != own.name) {
+                    assert!(
+                        !under(&path, other.head),
+                        "{arch}: {path} under {}",
+                        other.head
+                    );
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,6 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use petal_shared::classify::top_k_indices;
 use petal_shared::import::{Head, load_torchvision};
-use petal_shared::model::FoldedResNet;
 use petal_shared::{Arch, Network};
 use std::path::Path;
 
@@ -82,45 +81,45 @@ fn assert_logits(reference: &Reference, arch: Arch, what: &str, got: &[f32]) -> 
     err
 }
 
+/// Compares every stage of `model` on the reference input with torchvision's
+/// (`ARCH.NAME.npy`); the network must give exactly the stages `names`, in order. Returns the
+/// logits.
+fn compare_stages(reference: &Reference, arch: Arch, model: &Network, names: &[&str]) -> Vec<f32> {
+    let (x, _, _) = input(reference);
+    let activations = model.activations(x);
+    let got: Vec<&str> = activations.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(got, names, "{arch}: its stages");
+    let mut logits = Vec::new();
+    for (name, data) in activations {
+        let values = data.convert::<f32>().try_into_vec::<f32>().unwrap();
+        compare(reference, arch, &name, &values);
+        logits = values;
+    }
+    logits
+}
+
 /// Imports a ResNet and compares every stage with torchvision's, and the CPU's folded
 /// network's logits; returns the largest logit error.
 fn check(reference: &Reference, arch: Arch, weights: &Path) -> f32 {
-    let Network::ResNet(model) = import(arch, weights) else {
-        panic!("{arch} imported as another family");
-    };
-    let (x, input, shape) = input(reference);
-    let folded = FoldedResNet::new(model.clone())
+    let model = import(arch, weights);
+    let logits = compare_stages(reference, arch, &model, &STAGES);
+    let logit_err = assert_logits(reference, arch, "burn", &logits);
+    // The CPU inference network (BatchNorm folded) against torchvision and against burn's
+    // layer-by-layer computation.
+    let (_, input, shape) = input(reference);
+    let folded = model
+        .fold()
         .unwrap()
         .forward(&input, shape[0], shape[2], shape[3]);
-    let s = model.stages(x);
-    let ours = [
-        values(s.stem),
-        values(s.layer1),
-        values(s.layer2),
-        values(s.layer3),
-        values(s.layer4),
-        values(s.pooled),
-        values(s.logits),
-    ];
-    let mut logit_err = 0.0;
-    for (name, got) in STAGES.iter().zip(&ours) {
-        let err = compare(reference, arch, name, got);
-        if *name == "logits" {
-            logit_err = assert_logits(reference, arch, "burn", got);
-            // The CPU inference network (BatchNorm folded) against torchvision and against
-            // burn's layer-by-layer computation.
-            let folded_err = assert_logits(reference, arch, "folded", &folded);
-            let unfolded_err = max_abs_diff(&folded, got);
-            println!(
-                "{arch} folded: max |Δ| {folded_err:.2e} vs torchvision, {unfolded_err:.2e} vs unfolded"
-            );
-            assert!(
-                unfolded_err <= 1e-4,
-                "{arch} folded vs unfolded: {unfolded_err}"
-            );
-            assert_eq!(err, logit_err);
-        }
-    }
+    let folded_err = assert_logits(reference, arch, "folded", &folded);
+    let unfolded_err = max_abs_diff(&folded, &logits);
+    println!(
+        "{arch} folded: max |Δ| {folded_err:.2e} vs torchvision, {unfolded_err:.2e} vs unfolded"
+    );
+    assert!(
+        unfolded_err <= 1e-4,
+        "{arch} folded vs unfolded: {unfolded_err}"
+    );
     logit_err
 }
 
@@ -200,13 +199,10 @@ fn resnet18_grad_cam_matches_torchvision_and_autodiff() {
     let r = resnet18();
     let model = import(Arch::ResNet18, &r.file("resnet18.pth"));
     let (grad_cam, classes) = check_grad_cam(r, Arch::ResNet18, &model);
-    let Network::ResNet(resnet) = model else {
-        panic!("a ResNet");
-    };
     let (_, input, shape) = input(r);
-    let folded = FoldedResNet::new(resnet).unwrap();
+    let folded = model.fold().unwrap();
     let (_, cam) = folded.forward_with_class_maps(&input, shape[0], shape[2], shape[3]);
-    let folded_grad_cam = cam.grad_cam_of_linear_head(folded.head_bias());
+    let folded_grad_cam = folded.grad_cam(&cam);
     let folded_grad_cam = pick_maps(
         &folded_grad_cam.values,
         cam.n,
@@ -271,19 +267,12 @@ fn convnext_tiny_matches_torchvision() {
     for file in ["convnext_tiny.pth", "convnext_tiny.safetensors"] {
         println!("{file}");
         let model = import(arch, &r.file(file));
-        let Network::ConvNeXt(convnext) = &model else {
-            panic!("{arch} imported as another family");
-        };
-        let (x, _, shape) = input(r);
-        let s = convnext.stages(x.clone());
-        compare(r, arch, "stem", &values(s.stem));
-        for (i, stage) in s.stages.into_iter().enumerate() {
-            compare(r, arch, &format!("stage{}", i + 1), &values(stage));
-        }
-        compare(r, arch, "features", &values(s.features));
-        let logits = values(s.logits);
-        compare(r, arch, "logits", &logits);
+        let stages = [
+            "stem", "stage1", "stage2", "stage3", "stage4", "features", "logits",
+        ];
+        let logits = compare_stages(r, arch, &model, &stages);
         assert_logits(r, arch, "burn", &logits);
+        let (x, _, shape) = input(r);
 
         assert_class_maps_average_to_logits(&model, x, &shape, &logits);
     }
@@ -304,20 +293,14 @@ fn efficientnet_b0_matches_torchvision() {
     for file in ["efficientnet_b0.pth", "efficientnet_b0.safetensors"] {
         println!("{file}");
         let model = import(arch, &r.file(file));
-        let Network::EfficientNet(efficientnet) = &model else {
-            panic!("{arch} imported as another family");
-        };
-        let (x, _, shape) = input(r);
-        let s = efficientnet.stages(x.clone());
-        compare(r, arch, "stage0", &values(s.stem));
-        for (i, stage) in s.stages.into_iter().enumerate() {
-            compare(r, arch, &format!("stage{}", i + 1), &values(stage));
-        }
-        compare(r, arch, "stage8", &values(s.last));
-        compare(r, arch, "features", &values(s.features));
-        let logits = values(s.logits);
-        compare(r, arch, "logits", &logits);
+        let stages = (0..=8)
+            .map(|i| format!("stage{i}"))
+            .chain(["features".into(), "logits".into()])
+            .collect::<Vec<_>>();
+        let stages: Vec<&str> = stages.iter().map(String::as_str).collect();
+        let logits = compare_stages(r, arch, &model, &stages);
         assert_logits(r, arch, "burn", &logits);
+        let (x, _, shape) = input(r);
         assert_class_maps_average_to_logits(&model, x, &shape, &logits);
     }
     // The head is pooling and a linear layer, so Grad-CAM is the class map without the bias

@@ -103,19 +103,6 @@ impl Arch {
         }
     }
 
-    /// The shorter side torchvision's eval transform resizes to for its ImageNet weights of
-    /// this network (`IMAGENET1K_V1`), before the 224 center crop.
-    pub const fn imagenet_resize(self) -> usize {
-        match self.family() {
-            Family::ResNet { .. } => crate::imagenet::RESIZE_V1,
-            Family::ConvNeXt { .. } => 236,
-            // torchvision evaluates its B0 weights at resize 256 / crop 224 with BICUBIC
-            // interpolation; Petal's resampler is Pillow's bilinear, so Petal's crops of a
-            // photo differ slightly from the ones those weights were evaluated on.
-            Family::EfficientNet { .. } => crate::imagenet::RESIZE_V1,
-        }
-    }
-
     /// The network with this family and shape, if any (used to name what a weight file
     /// contains).
     pub fn from_family(family: Family) -> Option<Arch> {

@@ -1,32 +1,39 @@
 //! Petal's networks, one definition each for every burn backend, behind one type:
 //! [`Network`] (built by [`NetworkConfig`] from an [`Arch`]).
 //!
-//! - [`ResNet`]: torchvision's ResNet family (v1.5). Field names follow torchvision (`conv1`,
-//!   `bn1`, `layer1..4`, `fc`, `downsample`), so a torchvision `state_dict` maps onto it with
-//!   the few rules kept in `crate::import`; [`FoldedResNet`] is its CPU inference form.
+//! Each family lives in its own folder, with everything that differs per family: the module,
+//! its torchvision key rules (one table, read both ways: [`KeyRule`]), how its weight files are
+//! recognised, its published weights and default resize (its [`FamilyInfo`], listed in
+//! [`FAMILIES`]), its parameter groups, precision and running-statistics hooks.
+//!
+//! - [`ResNet`]: torchvision's ResNet-18/34/50/101/152 (v1.5); [`FoldedResNet`] is its CPU
+//!   inference form.
 //! - [`ConvNeXt`]: torchvision's ConvNeXt-T.
 //! - [`EfficientNet`]: torchvision's EfficientNet-B0.
 
 mod arch;
 mod batch_norm;
-mod block;
 mod convnext;
 mod efficientnet;
-mod folded;
+pub mod family;
+pub mod keys;
 mod network;
 mod precision;
 mod resnet;
 
 pub use arch::{Arch, BlockKind, Family, ParseArchError};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
-pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use convnext::{
     ConvNeXt, ConvNeXtBlock, ConvNeXtConfig, ConvNeXtStage, ConvNeXtStages, Downsampling,
 };
 pub use efficientnet::{
     ConvBn, EfficientNet, EfficientNetConfig, EfficientNetStages, MBConv, SqueezeExcitation,
 };
-pub use folded::{FoldError, FoldedNetwork, FoldedResNet};
+pub use family::{Detected, FAMILIES, FamilyInfo, Generation, Published};
+pub use keys::KeyRule;
 pub use network::{Maps, Network, NetworkConfig, ParamGroup};
 pub use precision::ComputePrecision;
-pub use resnet::{ResNet, ResNetConfig, Stages};
+pub use resnet::{
+    BasicBlock, Block, Bottleneck, Downsample, FoldError, FoldedNetwork, FoldedResNet, ResNet,
+    ResNetConfig, Stages,
+};

@@ -1,13 +1,11 @@
 //! The one network type the rest of Petal talks to: any [`Arch`], behind one interface.
 //!
 //! The trainer, bundles, import, export, `explain` and the page hold a [`Network`] and never
-//! name a family. Adding a family means a variant here, its module, its key rules in
-//! `crate::import`, and nothing else outside `model/`.
+//! name a family. Every family's module has the methods [`Network`] forwards to (`forward`,
+//! `maps`, `with_trainable`, `with_precision`, …); the family's own folder says what each
+//! means for it, and its [`FamilyInfo`](super::FamilyInfo) the rest.
 
-use super::{
-    Arch, ComputePrecision, ConvNeXt, ConvNeXtConfig, EfficientNet, EfficientNetConfig, Family,
-    ResNet, ResNetConfig,
-};
+use super::{Arch, ComputePrecision, ConvNeXt, EfficientNet, ResNet};
 use burn::prelude::*;
 use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore};
 
@@ -23,27 +21,50 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// A freshly initialised network (torchvision's init for its family).
     pub fn init(&self, device: &Device) -> Network {
-        match self.arch.family() {
-            Family::ResNet { .. } => {
-                Network::ResNet(ResNetConfig::new(self.arch, self.num_classes).init(device))
-            }
-            Family::ConvNeXt { .. } => {
-                Network::ConvNeXt(ConvNeXtConfig::new(self.arch, self.num_classes).init(device))
-            }
-            Family::EfficientNet { .. } => Network::EfficientNet(
-                EfficientNetConfig::new(self.arch, self.num_classes).init(device),
-            ),
-        }
+        (self.arch.family_info().init)(self.arch, self.num_classes, device)
     }
 }
 
-/// A classification network of any family.
-// The variants differ in size (EfficientNet's seven stage vectors and two convolution +
-// BatchNorm pairs are held inline): a program holds one or two networks and moves them
-// rarely, and burn has no `Module` for `Box` to put a variant behind.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Network {
+/// Declares [`Network`] with one variant per family, the `each!` dispatch over them and the
+/// conversions from each family's module: registering a family is its line here.
+/// (`$d` is a literal `$`, for the inner macro's own variables.)
+macro_rules! families {
+    ($d:tt $($variant:ident($module:ty)),+ $(,)?) => {
+        /// A classification network of any family.
+        // The variants differ in size (EfficientNet's seven stage vectors are held inline): a
+        // program holds one or two networks and moves them rarely, and burn has no `Module`
+        // for `Box` to put a variant behind.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Module, Debug)]
+        pub enum Network {
+            $($variant($module)),+
+        }
+
+        /// Calls `$body` with `$m` bound to the variant's module; `=> wrap` rebuilds a
+        /// `Network` of the same variant from the body's result.
+        macro_rules! each {
+            ($d self_:expr, $d m:ident => wrap $d body:expr) => {
+                match $d self_ {
+                    $(Network::$variant($d m) => Network::$variant($d body)),+
+                }
+            };
+            ($d self_:expr, $d m:ident => $d body:expr) => {
+                match $d self_ {
+                    $(Network::$variant($d m) => $d body),+
+                }
+            };
+        }
+
+        $(impl From<$module> for Network {
+            fn from(m: $module) -> Self {
+                Network::$variant(m)
+            }
+        })+
+    };
+}
+
+families! {
+    $
     ResNet(ResNet),
     ConvNeXt(ConvNeXt),
     EfficientNet(EfficientNet),
@@ -61,17 +82,6 @@ pub enum ParamGroup {
     /// The classifier: ResNet's `fc`; ConvNeXt's LayerNorm + linear layer; EfficientNet's
     /// `classifier` (dropout + linear layer).
     Head,
-}
-
-/// Calls `$body` with `$m` bound to the variant's module.
-macro_rules! each {
-    ($self:expr, $m:ident => $body:expr) => {
-        match $self {
-            Network::ResNet($m) => $body,
-            Network::ConvNeXt($m) => $body,
-            Network::EfficientNet($m) => $body,
-        }
-    };
 }
 
 /// What a network shows of its reasons for a batch `[N, 3, H, W]`, from one pass (see
@@ -142,108 +152,37 @@ impl Network {
     /// Replaces the head's last layer with a freshly initialised one for `num_classes`
     /// outputs (fine-tuning on new classes).
     pub fn with_new_head(self, num_classes: usize) -> Self {
-        match self {
-            Network::ResNet(m) => Network::ResNet(m.with_new_head(num_classes)),
-            Network::ConvNeXt(m) => Network::ConvNeXt(m.with_new_head(num_classes)),
-            Network::EfficientNet(m) => Network::EfficientNet(m.with_new_head(num_classes)),
-        }
+        each!(self, m => wrap m.with_new_head(num_classes))
     }
 
     /// The same network computing in `precision`; the weights stay f32.
     pub fn with_precision(self, precision: ComputePrecision) -> Self {
-        match self {
-            Network::ResNet(m) => Network::ResNet(m.with_precision(precision)),
-            Network::ConvNeXt(mut m) => {
-                m.precision = precision;
-                Network::ConvNeXt(m)
-            }
-            Network::EfficientNet(m) => Network::EfficientNet(m.with_precision(precision)),
-        }
+        each!(self, m => wrap m.with_precision(precision))
     }
 
     /// Folds pending BatchNorm running-statistics updates into their stored values (see
-    /// [`ResNet::sync_running_stats`]); families without BatchNorm (ConvNeXt) have none.
+    /// [`ResNet::sync_running_stats`]); families without BatchNorm have none.
     pub fn sync_running_stats(&self) {
-        match self {
-            Network::ResNet(m) => m.sync_running_stats(),
-            Network::EfficientNet(m) => m.sync_running_stats(),
-            Network::ConvNeXt(_) => {}
-        }
+        each!(self, m => m.sync_running_stats())
     }
 
-    /// The network without stochastic depth: ConvNeXt's and EfficientNet's blocks keep every
-    /// residual branch in training too (torchvision's `stochastic_depth_prob=0`). ResNets have
-    /// none. EfficientNet's dropout before its classifier stays (torchvision's `dropout`).
+    /// The network without stochastic depth: blocks keep every residual branch in training too
+    /// (torchvision's `stochastic_depth_prob=0`); families without it are unchanged.
     pub fn without_stochastic_depth(self) -> Self {
-        match self {
-            Network::ConvNeXt(mut m) => {
-                for block in m.stages.iter_mut().flat_map(|s| s.blocks.iter_mut()) {
-                    block.drop_prob = 0.0;
-                }
-                Network::ConvNeXt(m)
-            }
-            Network::EfficientNet(mut m) => {
-                for block in m.blocks_mut().into_iter().flatten() {
-                    block.drop_prob = 0.0;
-                }
-                Network::EfficientNet(m)
-            }
-            resnet @ Network::ResNet(_) => resnet,
-        }
+        each!(self, m => wrap m.without_stochastic_depth())
     }
 
     /// The network with only `groups` trainable: the other groups are frozen, which also stops
     /// their BatchNorm statistics and stochastic depth (they behave as in evaluation).
     pub fn with_trainable(self, groups: &[ParamGroup]) -> Self {
         let trains = |g| groups.contains(&g);
-        match self.unfreeze() {
-            Network::ResNet(mut m) => {
-                if !trains(ParamGroup::Stem) {
-                    m.conv1 = m.conv1.freeze();
-                    m.bn1 = m.bn1.freeze();
-                }
-                if !trains(ParamGroup::Body) {
-                    m.layer1 = m.layer1.freeze();
-                    m.layer2 = m.layer2.freeze();
-                    m.layer3 = m.layer3.freeze();
-                    m.layer4 = m.layer4.freeze();
-                }
-                if !trains(ParamGroup::Head) {
-                    m.fc = m.fc.freeze();
-                }
-                Network::ResNet(m)
-            }
-            Network::ConvNeXt(mut m) => {
-                if !trains(ParamGroup::Stem) {
-                    m.stem = m.stem.freeze();
-                    m.stem_norm = m.stem_norm.freeze();
-                }
-                if !trains(ParamGroup::Body) {
-                    m.stages = m.stages.freeze();
-                }
-                if !trains(ParamGroup::Head) {
-                    m.head_norm = m.head_norm.freeze();
-                    m.head = m.head.freeze();
-                }
-                Network::ConvNeXt(m)
-            }
-            Network::EfficientNet(mut m) => {
-                if !trains(ParamGroup::Stem) {
-                    m.stem = m.stem.freeze();
-                }
-                if !trains(ParamGroup::Body) {
-                    for stage in m.blocks_mut() {
-                        *stage = std::mem::take(stage).freeze();
-                    }
-                    m.last_conv = m.last_conv.freeze();
-                }
-                if !trains(ParamGroup::Head) {
-                    m.dropout = m.dropout.freeze();
-                    m.classifier = m.classifier.freeze();
-                }
-                Network::EfficientNet(m)
-            }
-        }
+        each!(self.unfreeze(), m => wrap m.with_trainable(trains))
+    }
+
+    /// Every stage's output of one pass in evaluation, by the names torchvision's reference
+    /// files use (`ARCH.NAME.npy`), for parity tests and feature extraction.
+    pub fn activations(&self, images: Tensor<4>) -> Vec<(String, TensorData)> {
+        each!(self, m => m.activations(images))
     }
 
     /// Writes the weights into `store` under the family module's own paths (`conv1.weight`,
@@ -257,32 +196,5 @@ impl Network {
     /// family module's paths) into this network.
     pub fn load_tensors<S: ModuleStore>(&mut self, store: &mut S) -> Result<ApplyResult, S::Error> {
         each!(self, m => m.load_from(store))
-    }
-
-    /// The ResNet inside, if this is one (the CPU's folded inference network is ResNet-only);
-    /// otherwise the network itself back.
-    pub fn into_resnet(self) -> Result<ResNet, Box<Self>> {
-        match self {
-            Network::ResNet(m) => Ok(m),
-            other => Err(Box::new(other)),
-        }
-    }
-}
-
-impl From<ResNet> for Network {
-    fn from(m: ResNet) -> Self {
-        Network::ResNet(m)
-    }
-}
-
-impl From<ConvNeXt> for Network {
-    fn from(m: ConvNeXt) -> Self {
-        Network::ConvNeXt(m)
-    }
-}
-
-impl From<EfficientNet> for Network {
-    fn from(m: EfficientNet) -> Self {
-        Network::EfficientNet(m)
     }
 }

@@ -7,7 +7,8 @@ use petal_shared::import::{Head, load_torchvision};
 use petal_shared::{Arch, Bundle, BundleMeta, Precision};
 use std::path::{Path, PathBuf};
 
-/// Turn torchvision ResNet or ConvNeXt-T weights (.pth or .safetensors) into a bundle.
+/// Turn torchvision weights (.pth or .safetensors; ResNet, ConvNeXt-T, EfficientNet-B0) into a
+/// bundle.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// torchvision state_dict (e.g. resnet101-63fe2227.pth).
@@ -23,7 +24,8 @@ pub struct Args {
     #[arg(long)]
     new_head: bool,
     /// Shorter side after resizing [default: torchvision's for the arch's IMAGENET1K_V1
-    /// weights: 256 for a ResNet, 236 for ConvNeXt-T; use 232 for ResNet V2 weights].
+    /// weights: 256 for a ResNet or EfficientNet-B0, 236 for ConvNeXt-T; use 232 for ResNet V2
+    /// weights].
     #[arg(long)]
     resize: Option<usize>,
     /// Network input size (center crop).

@@ -9,36 +9,16 @@ use anyhow::{Context, Result, bail};
 use fetch::{Expected, fetch, name_hash_prefix, parse_sha256};
 use petal_shared::Arch;
 use petal_shared::imagenet::{CROP_SIZE, RESIZE_V2};
+use petal_shared::model::family::{self, Generation};
 use std::path::{Path, PathBuf};
 
 /// Replaces the scheme and host of the official URLs (paths stay the same); for mirrors and
 /// tests. `--base-url` wins over it.
 const BASE_URL_ENV: &str = "PETAL_DOWNLOAD_BASE_URL";
 
-/// torchvision's weight files, from `torchvision/models/resnet.py` and `convnext.py`
-/// (`ResNet*_Weights`, `ConvNeXt_Tiny_Weights`, read from torchvision 0.14.1; the files have not
-/// changed since the V2 weights came out).
+/// torchvision's weight files live here (each family lists its own:
+/// `petal_shared::model::family::published`).
 const TORCHVISION_HOST: &str = "https://download.pytorch.org";
-const WEIGHTS: [(Arch, Version, &str); 10] = [
-    (Arch::ResNet18, Version::V1, "resnet18-f37072fd.pth"),
-    (Arch::ResNet34, Version::V1, "resnet34-b627a593.pth"),
-    (Arch::ResNet50, Version::V1, "resnet50-0676ba61.pth"),
-    (Arch::ResNet50, Version::V2, "resnet50-11ad3fa6.pth"),
-    (Arch::ResNet101, Version::V1, "resnet101-63fe2227.pth"),
-    (Arch::ResNet101, Version::V2, "resnet101-cd907fc2.pth"),
-    (Arch::ResNet152, Version::V1, "resnet152-394f9c45.pth"),
-    (Arch::ResNet152, Version::V2, "resnet152-f82ba261.pth"),
-    (
-        Arch::ConvNeXtTiny,
-        Version::V1,
-        "convnext_tiny-983f1562.pth",
-    ),
-    (
-        Arch::EfficientNetB0,
-        Version::V1,
-        "efficientnet_b0_rwightman-3dd342df.pth",
-    ),
-];
 
 /// TensorFlow's flower photos: 5 classes, 3,670 JPEGs, 218 MiB. Google publishes no checksum
 /// for it and none could be computed here (no internet), so only `--sha256` can pin it; the
@@ -56,7 +36,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum What {
-    /// torchvision ImageNet weights for a ResNet or ConvNeXt-T, checked against the SHA-256
+    /// torchvision ImageNet weights of any network Petal builds, checked against the SHA-256
     /// prefix in the file name (e.g. resnet101-63fe2227.pth).
     Weights(WeightsArgs),
     /// TensorFlow's flower_photos (5 classes, 3,670 photos, 218 MiB), unpacked into
@@ -77,6 +57,13 @@ enum Version {
 }
 
 impl Version {
+    fn generation(self) -> Generation {
+        match self {
+            Version::V1 => Generation::V1,
+            Version::V2 => Generation::V2,
+        }
+    }
+
     /// The resize torchvision evaluates `arch`'s weights of this generation with.
     fn resize(self, arch: Arch) -> usize {
         match self {
@@ -102,7 +89,8 @@ struct Common {
 
 #[derive(clap::Args, Debug)]
 struct WeightsArgs {
-    /// Architecture: resnet18, resnet34, resnet50, resnet101, resnet152 or convnext_tiny.
+    /// Architecture: resnet18, resnet34, resnet50, resnet101, resnet152, convnext_tiny or
+    /// efficientnet_b0.
     #[arg(long, default_value = "resnet101")]
     arch: Arch,
     /// V1 by default: for a ResNet it matches the resize (256) every other command defaults
@@ -144,9 +132,9 @@ pub fn run(args: Args) -> Result<Finished> {
 }
 
 fn weights(args: WeightsArgs) -> Result<Finished> {
-    let Some(&(_, _, name)) = WEIGHTS
-        .iter()
-        .find(|(arch, version, _)| *arch == args.arch && *version == args.weights)
+    let Some(name) = family::published()
+        .find(|p| p.arch == args.arch && p.generation == args.weights.generation())
+        .map(|p| p.file)
     else {
         bail!(
             "torchvision publishes no IMAGENET1K_{:?} weights for {}; use --weights v1",
@@ -301,10 +289,8 @@ mod tests {
 
     #[test]
     fn every_weights_file_carries_an_8_digit_hash() {
-        for (arch, _, name) in WEIGHTS {
-            // torchvision names a file after its network (and who trained it: `_rwightman`).
-            assert!(name.starts_with(&format!("{arch}")), "{name}");
-            assert_eq!(name_hash_prefix(name).map(str::len), Some(8), "{name}");
+        for p in family::published() {
+            assert_eq!(name_hash_prefix(p.file).map(str::len), Some(8), "{p:?}");
         }
     }
 

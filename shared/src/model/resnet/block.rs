@@ -1,6 +1,6 @@
 //! Residual blocks as torchvision builds them (ResNet v1.5: a bottleneck strides on its 3×3).
 
-use super::{BatchNorm, BatchNormConfig, BlockKind, ComputePrecision};
+use crate::model::{BatchNorm, BatchNormConfig, BlockKind, ComputePrecision};
 use burn::module::Initializer;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -8,10 +8,14 @@
 //! 0.1), which is Petal's [`BatchNorm`] default, and all activations are SiLU.
 //!
 //! Field names follow torchvision's structure (`stem`, `stage1..stage7` for `features.1..7`,
-//! `last_conv` for `features.8`, `classifier` for `classifier.1`); `crate::import` holds the
+//! `last_conv` for `features.8`, `classifier` for `classifier.1`); `family` holds the
 //! few rules that map torchvision's `nn.Sequential` indices onto them.
 
-use super::{Arch, BatchNorm, BatchNormConfig, ComputePrecision, Family, Maps};
+mod family;
+
+pub(crate) use family::FAMILY;
+
+use crate::model::{Arch, BatchNorm, BatchNormConfig, ComputePrecision, Family, Maps};
 use burn::module::{Flag, Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -288,7 +292,7 @@ impl EfficientNetConfig {
     /// A freshly initialised network (torchvision's init).
     ///
     /// # Panics
-    /// If `arch` is not an EfficientNet ([`NetworkConfig`](super::NetworkConfig) builds any
+    /// If `arch` is not an EfficientNet ([`NetworkConfig`](crate::model::NetworkConfig) builds any
     /// arch).
     pub fn init(&self, device: &Device) -> EfficientNet {
         let Family::EfficientNet {

@@ -1,10 +1,14 @@
 //! torchvision's ConvNeXt (Liu et al., "A ConvNet for the 2020s"), one definition for every
 //! burn backend.
 //!
-//! Field names are our own (torchvision's are `nn.Sequential` indices); `crate::import`
-//! holds the mapping from torchvision's `state_dict` keys.
+//! Field names are our own (torchvision's are `nn.Sequential` indices); `family` holds
+//! the mapping from torchvision's `state_dict` keys, both ways.
 
-use super::{Arch, ComputePrecision, Family, Maps};
+mod family;
+
+pub(crate) use family::FAMILY;
+
+use crate::model::{Arch, ComputePrecision, Family, Maps};
 use burn::module::{Flag, Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -150,7 +154,7 @@ impl ConvNeXtConfig {
     /// A freshly initialised network (torchvision's init).
     ///
     /// # Panics
-    /// If `arch` is not a ConvNeXt ([`NetworkConfig`](super::NetworkConfig) builds any arch).
+    /// If `arch` is not a ConvNeXt ([`NetworkConfig`](crate::model::NetworkConfig) builds any arch).
     pub fn init(&self, device: &Device) -> ConvNeXt {
         let Family::ConvNeXt { depths, dims } = self.arch.family() else {
             panic!("{} is not a ConvNeXt", self.arch);

@@ -7,8 +7,9 @@
 //! `bn(conv(x)) = γ·(W∗x − μ)/√(σ²+ε) + β = (s·W)∗x + (β − s·μ)` with `s = γ/√(σ²+ε)` per
 //! output channel.
 
-use super::{BatchNorm, Block, Network, ResNet};
+use super::{Block, ResNet};
 use crate::cam::ClassMaps;
+use crate::model::{BatchNorm, Network};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;

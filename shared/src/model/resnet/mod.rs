@@ -1,5 +1,18 @@
-use super::block::{bn, conv};
-use super::{Arch, BatchNorm, Block, BlockKind, ComputePrecision, Family, Maps};
+//! torchvision's ResNet family (v1.5): ResNet-18/34/50/101/152. Field names follow
+//! torchvision (`conv1`, `bn1`, `layer1..4`, `fc`, `downsample`), so a torchvision
+//! `state_dict` maps onto it with the few rules in `family`; [`FoldedResNet`] is its CPU
+//! inference form.
+
+mod block;
+mod family;
+mod folded;
+
+pub use block::{BasicBlock, Block, Bottleneck, Downsample};
+pub(crate) use family::FAMILY;
+pub use folded::{FoldError, FoldedNetwork, FoldedResNet};
+
+use crate::model::{Arch, BatchNorm, BlockKind, ComputePrecision, Family, Maps};
+use block::{bn, conv};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -55,7 +68,7 @@ impl ResNetConfig {
     /// A freshly initialised network (torchvision's init: Kaiming-normal convs, unit BN).
     ///
     /// # Panics
-    /// If `arch` is not a ResNet ([`NetworkConfig`](super::NetworkConfig) builds any arch).
+    /// If `arch` is not a ResNet ([`NetworkConfig`](crate::model::NetworkConfig) builds any arch).
     pub fn init(&self, device: &Device) -> ResNet {
         let Family::ResNet { kind, blocks } = self.arch.family() else {
             panic!("{} is not a ResNet", self.arch);
