@@ -16,7 +16,7 @@ Runs are paired (each round runs every tool once, in turn) and medians are repor
 petal's ratio to each tool: speed (their wall time / ours), CPU seconds and peak memory.
 
   /usr/bin/python3 benches/cpu_score_bench.py --petal target/release/petal \\
-      [--arch resnet50 resnet101 convnext_tiny] [--photos 40] [--runs 3] [--work DIR]
+      [--arch resnet50 resnet101 convnext_tiny efficientnet_b0] [--photos 40] [--runs 3] [--work DIR]
 
 Needs Debian's python3-torchvision, and `onnxruntime` and `openvino` importable (scripts/bench-cpu
 installs them into /var/tmp/petal-bench-py and sets PYTHONPATH).
@@ -171,7 +171,7 @@ def prepare(arch, petal, work):
     import torchvision
 
     sys.path.insert(0, os.path.join(ROOT, "tests/reference"))
-    from torchvision_ref import randomise_batchnorm, randomise_convnext
+    from torchvision_ref import randomise_batchnorm, randomise_convnext, randomise_efficientnet
 
     weights, bundle, onnx = artefacts(arch, work)
     if all(os.path.exists(p) for p in (weights, bundle, onnx)):
@@ -181,6 +181,8 @@ def prepare(arch, petal, work):
     model = getattr(torchvision.models, arch)()
     if arch.startswith("convnext"):
         randomise_convnext(model, gen)
+    elif arch.startswith("efficientnet"):
+        randomise_efficientnet(model, gen, 224)
     else:
         randomise_batchnorm(model, gen, 224)
     model.eval()

@@ -9,7 +9,7 @@
 //! A bundle is self-describing: nothing that loads one needs flags repeating what it knows.
 
 use crate::imagenet;
-use crate::model::{Arch, Network, NetworkConfig};
+use crate::model::{Arch, Network, NetworkConfig, Precision};
 use crate::preprocess::{DEFAULT_MAX_PIXELS, Preprocessor};
 use burn::prelude::*;
 use burn::store::{BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter};
@@ -51,17 +51,6 @@ pub enum BundleError {
     },
 }
 
-/// Storage precision of the weights file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    F32,
-    /// Half precision for convolution and linear weights: half the download, the model still
-    /// computes in `f32` after loading.
-    F16,
-}
-
 /// Contents of `petal.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BundleMeta {
@@ -75,6 +64,8 @@ pub struct BundleMeta {
     pub resize: usize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// The number format of the weights file: f16 halves the download (convolution and linear
+    /// weights); the network still computes in f32 after loading unless told otherwise.
     pub precision: Precision,
     /// Weights file, relative to the bundle folder.
     pub weights: String,

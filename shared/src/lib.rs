@@ -32,9 +32,9 @@ pub mod preprocess;
 pub mod runtime;
 pub mod score_csv;
 
-pub use bundle::{Bundle, BundleError, BundleMeta, Precision};
+pub use bundle::{Bundle, BundleError, BundleMeta};
 pub use model::{
-    Arch, BatchNorm, BatchNormConfig, ComputePrecision, Network, NetworkConfig, ParamGroup, ResNet,
+    Arch, BatchNorm, BatchNormConfig, Network, NetworkConfig, ParamGroup, Precision, ResNet,
     ResNetConfig,
 };
 pub use preprocess::{PreprocessError, Preprocessor};

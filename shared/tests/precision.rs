@@ -1,10 +1,10 @@
-//! Mixed precision (`ComputePrecision::F16`): the network rounds its convolution and linear
+//! Mixed precision (`Precision::F16`): the network rounds its convolution and linear
 //! operands to f16 and computes the rest in f32, forward and backward. burn's CPU backend runs
 //! f16 convolutions natively, so the f16 path is checked here against f32 without a GPU.
 
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
-use petal_shared::{Arch, ComputePrecision, ResNet, ResNetConfig};
+use petal_shared::{Arch, Precision, ResNet, ResNetConfig};
 
 /// A small ResNet-18 and a batch of random images, both seeded.
 fn network_and_images(device: &Device) -> (ResNet, Tensor<4>) {
@@ -34,7 +34,7 @@ fn f16_logits_stay_near_f32_and_come_back_as_f32() {
     let device = Device::flex();
     let (model, images) = network_and_images(&device);
     let full = model.forward(images.clone());
-    let half = model.with_precision(ComputePrecision::F16).forward(images);
+    let half = model.with_precision(Precision::F16).forward(images);
     // Everything after the last linear layer is f32 again: the loss and softmax see f32.
     assert_eq!(half.dtype(), FloatDType::F32.into());
     let (full, half) = (values(full), values(half));
@@ -62,7 +62,7 @@ fn f16_gradients_reach_the_f32_weights_near_the_f32_gradients() {
         weight.grad(&grads).expect("the conv weight has a gradient")
     };
     let full = grads_of(&model);
-    let half_model = model.with_precision(ComputePrecision::F16);
+    let half_model = model.with_precision(Precision::F16);
     let half = grads_of(&half_model);
     // The master weights and their gradients stay f32.
     assert_eq!(half.dtype(), FloatDType::F32.into());

@@ -505,13 +505,12 @@ fn run_folders_and_recipes_are_checked() {
     );
 }
 
-/// The second family end to end through the CLI: fine-tune torchvision's ConvNeXt-T from its
-/// weights (head, then everything but the stem, then the polish), export, predict, explain.
-#[test]
-fn convnext_tiny_fine_tunes_exports_predicts_and_explains() {
+/// A family other than ResNet end to end through the CLI: fine-tune torchvision's `arch` from
+/// its weights (head, then everything but the stem, then the polish), export, predict, score,
+/// explain.
+fn fine_tunes_exports_predicts_scores_and_explains(arch: &str, pth: &std::path::Path) {
     let dir = tempdir();
     generated_photos(dir.path(), 4);
-    let pth = crate::reference::convnext_tiny().file("convnext_tiny.pth");
     let mut args = quick(
         "c",
         &[
@@ -525,16 +524,16 @@ fn convnext_tiny_fine_tunes_exports_predicts_and_explains() {
             "polish=1",
         ],
     );
-    let arch = args.iter().position(|a| a == "resnet18").unwrap();
-    args[arch] = "convnext_tiny".into();
+    let at = args.iter().position(|a| a == "resnet18").unwrap();
+    args[at] = arch.into();
     let out = petal(dir.path(), args).success();
     assert!(out.contains("from pretrained weights"), "{out}");
     let recipe = std::fs::read_to_string(dir.path().join("c/recipe.toml")).unwrap();
-    assert!(recipe.contains("arch = \"convnext_tiny\""), "{recipe}");
+    assert!(recipe.contains(&format!("arch = \"{arch}\"")), "{recipe}");
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("c/bundle/petal.json")).unwrap())
             .unwrap();
-    assert_eq!(meta["arch"], "convnext_tiny");
+    assert_eq!(meta["arch"], arch);
     let metrics = std::fs::read_to_string(dir.path().join("c/metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 4, "{metrics}");
     for row in metrics.lines().skip(1) {
@@ -550,7 +549,31 @@ fn convnext_tiny_fine_tunes_exports_predicts_and_explains() {
     let half = predict_one(dir.path(), "half", &photo, &[]);
     assert_eq!(half["top"][0]["label"], full["top"][0]["label"]);
 
-    // `explain` draws the ConvNeXt's map: 32-pixel input, a 1×1 grid whose value is the logit.
+    // `score` gives the same top class for the photo, in its CSV.
+    let photos = dir.path().join("one");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(&photo, photos.join("chelsea.png")).unwrap();
+    petal(
+        dir.path(),
+        [
+            "score",
+            "--model",
+            "c/bundle",
+            "--images",
+            "one",
+            "-o",
+            "scores.csv",
+        ],
+    )
+    .success();
+    let csv = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
+    let label = full["top"][0]["label"].as_str().unwrap();
+    assert!(
+        csv.lines().nth(1).is_some_and(|row| row.contains(label)),
+        "{csv}"
+    );
+
+    // `explain` draws the network's map: 32-pixel input, a 1×1 grid whose value is the logit.
     let explained = petal(
         dir.path(),
         [
@@ -571,6 +594,18 @@ fn convnext_tiny_fine_tunes_exports_predicts_and_explains() {
     let value = e["map"]["values"][0].as_f64().unwrap();
     assert!((value - logit).abs() < 1e-4, "map {value}, logit {logit}");
     assert!(dir.path().join("cam/chelsea.cam.png").is_file());
+}
+
+#[test]
+fn convnext_tiny_fine_tunes_exports_predicts_scores_and_explains() {
+    let pth = crate::reference::convnext_tiny().file("convnext_tiny.pth");
+    fine_tunes_exports_predicts_scores_and_explains("convnext_tiny", &pth);
+}
+
+#[test]
+fn efficientnet_b0_fine_tunes_exports_predicts_scores_and_explains() {
+    let pth = crate::reference::efficientnet_b0().file("efficientnet_b0.pth");
+    fine_tunes_exports_predicts_scores_and_explains("efficientnet_b0", &pth);
 }
 
 /// The rows of a run's `metrics.csv` (header left out).

@@ -1,13 +1,15 @@
 // Petal's browser tests (called by scripts/test-web, which prepares the inputs):
 //   node run.mjs --dist DIR --bundle DIR --photos DIR --work DIR [--petal BIN] [--convnext DIR]
+//     [--efficientnet DIR]
 // With --petal the page is served by `petal serve` (what users run): the test photos and
 // folders are copied into the page folder DIST, which it then changes. Without it, by a
 // small Node server.
 // WORK holds predict.json (`petal predict --json --logits` on every photo), explain.json and
 // explain-grad.json (`petal explain --json`, CAM and Grad-CAM), pre/NAME.npy
 // (`petal preprocess` at 256/224), batch/ (a folder with bad files) and score.csv
-// (`petal score` on it); with --convnext (a ConvNeXt-T bundle) also predict-convnext.json and
-// explain-convnext.json and explain-grad-convnext.json, its CLI answers.
+// (`petal score` on it); with --convnext (a ConvNeXt-T bundle) or --efficientnet (an
+// EfficientNet-B0 one) also predict-KEY.json, explain-KEY.json and explain-grad-KEY.json (KEY:
+// convnext, efficientnet), its CLI answers.
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
@@ -62,7 +64,7 @@ const extra = {
 };
 // The hostile corpus: file name → the reason the CLI refuses it with, or null (classified).
 const hostileExpect = JSON.parse(fs.readFileSync(path.join(work, "hostile-expect.json"), "utf8"));
-if (args.convnext) extra.convnext = args.convnext;
+for (const key of ["convnext", "efficientnet"]) if (args[key]) extra[key] = args[key];
 let server;
 if (args.petal) {
   // `petal serve` serves the page folder and the bundle only: the rest goes into the page.
@@ -543,41 +545,49 @@ await section("WebGPU: photos from the file picker equal `petal predict`", async
     : failed(`about panel timings ${JSON.stringify(about)}`);
 });
 
-// The second network family: the page shares the model seam, so a ConvNeXt-T bundle needs
-// nothing of its own. burn's module runs it on either backend (the CPU's folded network is
-// ResNet-only). SwiftShader takes ~25 s per ConvNeXt image (its depthwise 7×7 convolutions),
-// so WebGPU checks one photo. Its maps pass through 18 blocks of LayerNorms, and differ from
-// the native ones by up to ~8e-5 (vs 2e-5 for the ResNet): hence twice the ResNet's tolerance.
-const CONVNEXT_CAM_TOL = 2 * CAM_TOL;
-async function convnextSection(context, backend, query, count) {
-  await section(`ConvNeXt-T on ${backend}: photos equal \`petal predict\`, maps equal \`petal explain\``, async () => {
+// The other network families: the page shares the model seam, so a ConvNeXt-T or an
+// EfficientNet-B0 bundle needs nothing of its own. burn's module runs them on either backend
+// (the CPU's folded network is ResNet-only). SwiftShader takes ~25 s per ConvNeXt image (its
+// depthwise 7×7 convolutions), so WebGPU checks one photo. ConvNeXt's maps pass through 18
+// blocks of LayerNorms, and differ from the native ones by up to ~8e-5 (vs 2e-5 for the
+// ResNet): hence twice the ResNet's tolerance. EfficientNet's class maps are large (up to ~35
+// here: the head at each position of a 2×2 grid), and f32's relative noise on them measured
+// 4.3e-4 on WebGPU: its tolerance is 1e-3, about 3e-5 of the maps' range.
+const FAMILIES = [
+  { key: "convnext", name: "ConvNeXt-T", arch: "convnext_tiny", camTol: 2 * CAM_TOL },
+  { key: "efficientnet", name: "EfficientNet-B0", arch: "efficientnet_b0", camTol: 1e-3 },
+].filter((f) => args[f.key]);
+async function familySection({ key, name, arch: archName, camTol }, context, backend, query, count) {
+  await section(`${name} on ${backend}: photos equal \`petal predict\`, maps equal \`petal explain\``, async () => {
     const p = await openPage(context, page_url(query));
     const s = await waitSettled(p);
     if (s.state !== "ready") throw new Error(`page state ${s.state}: ${s.status}`);
     s.backend === backend ? ok(`data-backend=${backend}`) : failed(`data-backend=${s.backend}`);
     const arch = await p.evaluate(() => document.getElementById("info-arch").textContent);
-    /convnext_tiny/.test(arch) ? ok("the page names the network convnext_tiny") : failed(`model info: ${arch}`);
+    arch.includes(archName) ? ok(`the page names the network ${archName}`) : failed(`model info: ${arch}`);
     const some = photos.slice(0, count);
     await p.setInputFiles(
       "#file-input",
       some.map((f) => path.join(args.photos, f)),
     );
     const got = await results(p, some.length);
-    const { maxDiff, bad } = compare(`convnext ${backend}`, got, byPhoto("predict-convnext.json"));
+    const { maxDiff, bad } = compare(`${key} ${backend}`, got, byPhoto(`predict-${key}.json`));
     if (!bad) ok(`${got.length} photos, max |Δprob| ${maxDiff.toExponential(2)} (≤ ${TOL})`);
     console.log(`  ${timingSummary(got)}`);
     await checkCams(
       p,
-      `convnext ${backend}`,
-      CONVNEXT_CAM_TOL,
-      byPhoto("explain-convnext.json"),
-      byPhoto("explain-grad-convnext.json"),
+      `${key} ${backend}`,
+      camTol,
+      byPhoto(`explain-${key}.json`),
+      byPhoto(`explain-grad-${key}.json`),
     );
     dumpLog(p);
     await p.close();
   });
 }
-if (args.convnext) await convnextSection(gpu.context, "webgpu", "?backend=webgpu&model=convnext/", 1);
+for (const family of FAMILIES) {
+  await familySection(family, gpu.context, "webgpu", `?backend=webgpu&model=${family.key}/`, 1);
+}
 
 await section("Second visit: the bundle comes from the Cache API", async () => {
   const before = server.hits.get("/model/model.bpk") || 0;
@@ -873,7 +883,9 @@ dumpLog(page);
 await hostileSection(cpu.context, "the CPU path", "");
 await poisonSection(cpu.browser, "the CPU path", "");
 
-if (args.convnext) await convnextSection(cpu.context, "cpu", "?model=convnext/", photos.length);
+for (const family of FAMILIES) {
+  await familySection(family, cpu.context, "cpu", `?model=${family.key}/`, photos.length);
+}
 
 await section("Offline: after one visit, the page classifies with the server stopped", async () => {
   // A server of its own (a fresh origin, so a fresh service worker), stopped halfway. The

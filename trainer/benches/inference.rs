@@ -17,7 +17,7 @@ use petal_shared::{Arch, NetworkConfig, Preprocessor};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const CONFIGS: [(Arch, usize); 8] = [
+const CONFIGS: [(Arch, usize); 10] = [
     (Arch::ResNet18, 1),
     (Arch::ResNet18, 8),
     (Arch::ResNet50, 1),
@@ -27,6 +27,8 @@ const CONFIGS: [(Arch, usize); 8] = [
     // No folded form: petal runs burn's network, so both petal columns are that.
     (Arch::ConvNeXtTiny, 1),
     (Arch::ConvNeXtTiny, 8),
+    (Arch::EfficientNetB0, 1),
+    (Arch::EfficientNetB0, 8),
 ];
 
 fn peak_rss_mib() -> f64 {

@@ -19,8 +19,8 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
 use burn::prelude::*;
 use clap::Parser;
-use petal_shared::{Arch, ComputePrecision, NetworkConfig, Preprocessor};
-use petal_trainer::backend::{Backend, DeviceArg, PrecisionArg};
+use petal_shared::{Arch, NetworkConfig, Precision, Preprocessor};
+use petal_trainer::backend::{Backend, DeviceArg, PrecisionChoice};
 use petal_trainer::data::Sample;
 use petal_trainer::data::augment::Augment;
 use petal_trainer::data::batches::{Augmented, for_each_batch};
@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
-    precision: Vec<PrecisionArg>,
+    precision: Vec<PrecisionChoice>,
     /// Only the data loader, the training step, inference, or one-photo latency.
     #[arg(long)]
     only: Option<String>,
@@ -92,7 +92,7 @@ impl Figure {
         what: &str,
         backend: &Backend,
         arch: Arch,
-        precision: ComputePrecision,
+        precision: Precision,
         batch: usize,
         steps: usize,
         first: f64,
@@ -265,7 +265,7 @@ fn time_steps(device: &Device, warmup: usize, steps: usize, mut one: impl FnMut(
 
 /// Training steps of the loop's own `train_step` (forward, loss, backward, f16 unscaling,
 /// Adam) on one fixed batch, set up as the recipe's fine-tuning stage.
-fn train_steps(args: &Args, backend: &Backend, arch: Arch, precision: ComputePrecision) -> Figure {
+fn train_steps(args: &Args, backend: &Backend, arch: Arch, precision: Precision) -> Figure {
     let device = backend.device.clone().autodiff();
     device.seed(0);
     let model = NetworkConfig::new(arch, 5)
@@ -274,7 +274,7 @@ fn train_steps(args: &Args, backend: &Backend, arch: Arch, precision: ComputePre
     let mut parked = Some(petal_trainer::train::stage_for_bench(model));
     let mut optimization = Optimization {
         optimizer: AdamConfig::new().with_epsilon(1e-8).init(),
-        scaler: (precision == ComputePrecision::F16).then(LossScaler::default),
+        scaler: (precision == Precision::F16).then(LossScaler::default),
     };
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let (x, y) = random_batch(args.batch, args.size, &device);
@@ -301,7 +301,7 @@ fn infer(
     args: &Args,
     backend: &Backend,
     arch: Arch,
-    precision: ComputePrecision,
+    precision: Precision,
     (what, batch): (&str, usize),
 ) -> Figure {
     let device = backend.device.clone();

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
-use petal_shared::ComputePrecision;
+use petal_shared::Precision;
 
 /// Compute backends this build of `petal` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -22,12 +22,13 @@ pub enum DeviceArg {
     Cuda,
 }
 
-/// The number format `--precision` asks for.
+/// The number format a user asks for, on the command line (`--precision`) or in a recipe;
+/// [`PrecisionChoice::on`] resolves it to a [`Precision`] for a device.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum PrecisionArg {
+pub enum PrecisionChoice {
     /// f16 mixed precision on a GPU that computes in f16, f32 elsewhere.
     #[default]
     Auto,
@@ -173,30 +174,30 @@ pub struct Backend {
 impl Backend {
     /// What `arg` means on this device. f16 needs a GPU whose adapter computes in f16: the
     /// CPU backend computes f16 by widening every value, slower than f32 and no more exact.
-    pub fn precision(&self, arg: PrecisionArg) -> Result<ComputePrecision> {
+    pub fn precision(&self, arg: PrecisionChoice) -> Result<Precision> {
         arg.on(&self.device)
     }
 }
 
-impl PrecisionArg {
+impl PrecisionChoice {
     /// The name the command line and recipes use.
     pub fn name(self) -> &'static str {
         match self {
-            PrecisionArg::Auto => "auto",
-            PrecisionArg::F32 => "f32",
-            PrecisionArg::F16 => "f16",
+            PrecisionChoice::Auto => "auto",
+            PrecisionChoice::F32 => "f32",
+            PrecisionChoice::F16 => "f16",
         }
     }
 
     /// What this choice means on `device` (see [`Backend::precision`]).
-    pub fn on(self, device: &Device) -> Result<ComputePrecision> {
+    pub fn on(self, device: &Device) -> Result<Precision> {
         let f16 = *device != Device::flex() && device.supports_dtype(FloatDType::F16);
         match self {
-            PrecisionArg::F32 => Ok(ComputePrecision::F32),
-            PrecisionArg::Auto if f16 => Ok(ComputePrecision::F16),
-            PrecisionArg::Auto => Ok(ComputePrecision::F32),
-            PrecisionArg::F16 if f16 => Ok(ComputePrecision::F16),
-            PrecisionArg::F16 => anyhow::bail!(
+            PrecisionChoice::F32 => Ok(Precision::F32),
+            PrecisionChoice::Auto if f16 => Ok(Precision::F16),
+            PrecisionChoice::Auto => Ok(Precision::F32),
+            PrecisionChoice::F16 if f16 => Ok(Precision::F16),
+            PrecisionChoice::F16 => anyhow::bail!(
                 "f16 precision needs a GPU that computes in f16, and this device does not \
                  (use --precision f32)"
             ),
@@ -204,11 +205,11 @@ impl PrecisionArg {
     }
 }
 
-impl From<ComputePrecision> for PrecisionArg {
-    fn from(p: ComputePrecision) -> Self {
+impl From<Precision> for PrecisionChoice {
+    fn from(p: Precision) -> Self {
         match p {
-            ComputePrecision::F32 => PrecisionArg::F32,
-            ComputePrecision::F16 => PrecisionArg::F16,
+            Precision::F32 => PrecisionChoice::F32,
+            Precision::F16 => PrecisionChoice::F16,
         }
     }
 }
@@ -217,16 +218,16 @@ impl From<ComputePrecision> for PrecisionArg {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Compute {
     pub device: DeviceArg,
-    pub precision: PrecisionArg,
+    pub precision: PrecisionChoice,
 }
 
 impl Compute {
     /// The device (see [`DeviceArg::resolve`]) and the precision it computes in; the name
     /// says both.
-    pub fn resolve(self) -> Result<(Backend, ComputePrecision)> {
+    pub fn resolve(self) -> Result<(Backend, Precision)> {
         let mut backend = self.device.resolve()?;
         let precision = backend.precision(self.precision)?;
-        if precision == ComputePrecision::F16 {
+        if precision == Precision::F16 {
             backend.name.push_str(", f16 mixed precision");
         }
         log::info!("device: {}", backend.name);

@@ -3,7 +3,7 @@
 //! It lives in the library, not in `main.rs`, so that tests can parse the README's commands
 //! with the very same [`Cli`] the binary uses, and so `petal completions` can describe it.
 
-use crate::backend::{Compute, DeviceArg, PrecisionArg};
+use crate::backend::{Compute, DeviceArg, PrecisionChoice};
 use crate::commands;
 use crate::exit::Finished;
 use anyhow::Result;
@@ -33,7 +33,7 @@ pub struct Cli {
         env = "PETAL_PRECISION",
         global = true
     )]
-    pub precision: PrecisionArg,
+    pub precision: PrecisionChoice,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use petal_shared::runtime::{Classifier, RuntimeOptions};
-use petal_shared::{Bundle, ComputePrecision};
+use petal_shared::{Bundle, Precision};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ pub type FileLogits = Result<Vec<f32>, String>;
 pub fn load(
     path: &Path,
     device: &Device,
-    precision: ComputePrecision,
+    precision: Precision,
     mirror: bool,
 ) -> Result<Classifier> {
     let bundle = Bundle::load(path, device)

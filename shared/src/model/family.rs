@@ -4,7 +4,7 @@
 //! `families!`.
 
 use super::keys::KeyRule;
-use super::{Arch, Network};
+use super::{Arch, Family, Network};
 use burn::prelude::*;
 
 /// A family's entry in [`FAMILIES`].
@@ -28,6 +28,21 @@ pub struct FamilyInfo {
     pub imagenet_resize: fn(arch: Arch) -> usize,
     /// torchvision's published ImageNet weights of this family.
     pub published: &'static [Published],
+}
+
+impl FamilyInfo {
+    /// The network of this family whose shape `fits` accepts, or the description of the one a
+    /// file holds that Petal does not build.
+    pub(crate) fn detected(
+        &self,
+        fits: impl Fn(Family) -> bool,
+        description: impl FnOnce() -> String,
+    ) -> Detected {
+        match self.archs.iter().find(|a| fits(a.family())) {
+            Some(&arch) => Detected::Arch(arch),
+            None => Detected::Other(description()),
+        }
+    }
 }
 
 /// What a weight file's keys describe.

@@ -32,7 +32,7 @@ pub use efficientnet::{
 pub use family::{Detected, FAMILIES, FamilyInfo, Generation, Published};
 pub use keys::KeyRule;
 pub use network::{Maps, Network, NetworkConfig, ParamGroup};
-pub use precision::ComputePrecision;
+pub use precision::Precision;
 pub use resnet::{
     BasicBlock, Block, Bottleneck, Downsample, FoldError, FoldedNetwork, FoldedResNet, ResNet,
     ResNetConfig, Stages,

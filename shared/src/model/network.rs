@@ -5,7 +5,7 @@
 //! `maps`, `with_trainable`, `with_precision`, …); the family's own folder says what each
 //! means for it, and its [`FamilyInfo`](super::FamilyInfo) the rest.
 
-use super::{Arch, ComputePrecision, ConvNeXt, EfficientNet, ResNet};
+use super::{Arch, ConvNeXt, EfficientNet, Precision, ResNet};
 use burn::prelude::*;
 use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore};
 
@@ -156,7 +156,7 @@ impl Network {
     }
 
     /// The same network computing in `precision`; the weights stay f32.
-    pub fn with_precision(self, precision: ComputePrecision) -> Self {
+    pub fn with_precision(self, precision: Precision) -> Self {
         each!(self, m => wrap m.with_precision(precision))
     }
 

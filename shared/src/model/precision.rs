@@ -1,6 +1,6 @@
-//! The number format a network computes in: f32 throughout, or mixed precision, where the
-//! convolutions and the head multiply f16 operands (tensor cores on GPUs that have them) and
-//! everything else stays f32.
+//! Petal's one number-format type: what a network computes in (f32 throughout, or mixed
+//! precision, where the convolutions and the head multiply f16 operands — tensor cores on GPUs
+//! that have them — and everything else stays f32), and what a bundle's weights are stored in.
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
@@ -10,10 +10,11 @@ use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
-/// How a network ([`Network`](super::Network)) computes its convolutions and linear layers.
+/// How a network ([`Network`](super::Network)) computes its convolutions and linear layers,
+/// or how a bundle stores its weights.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ComputePrecision {
+pub enum Precision {
     /// Every operation in f32.
     #[default]
     F32,
@@ -25,11 +26,11 @@ pub enum ComputePrecision {
     F16,
 }
 
-impl ComputePrecision {
+impl Precision {
     pub fn name(self) -> &'static str {
         match self {
-            ComputePrecision::F32 => "f32",
-            ComputePrecision::F16 => "f16",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
         }
     }
 
@@ -37,8 +38,8 @@ impl ComputePrecision {
     /// Petal's networks pad symmetrically (or not at all), which is what is read here.
     pub(crate) fn conv(self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         match self {
-            ComputePrecision::F32 => conv.forward(x),
-            ComputePrecision::F16 => {
+            Precision::F32 => conv.forward(x),
+            Precision::F16 => {
                 let padding = match conv.padding {
                     PaddingConfig2d::Valid => [0, 0],
                     PaddingConfig2d::Explicit(top, left, bottom, right) => {
@@ -62,8 +63,8 @@ impl ComputePrecision {
     /// `layer` applied to `x` (`[N, in]` → `[N, out]`) in this precision.
     pub(crate) fn linear(self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
         match self {
-            ComputePrecision::F32 => layer.forward(x),
-            ComputePrecision::F16 => linear(
+            Precision::F32 => layer.forward(x),
+            Precision::F16 => linear(
                 x.cast(FloatDType::F16),
                 layer.weight.val().cast(FloatDType::F16),
                 layer.bias.as_ref().map(|b| b.val().cast(FloatDType::F16)),
@@ -73,19 +74,19 @@ impl ComputePrecision {
     }
 }
 
-impl std::fmt::Display for ComputePrecision {
+impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl std::str::FromStr for ComputePrecision {
+impl std::str::FromStr for Precision {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(ComputePrecision::F32),
-            "f16" | "fp16" | "float16" | "half" => Ok(ComputePrecision::F16),
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
             other => Err(format!("unknown precision {other:?} (expected f32 or f16)")),
         }
     }

@@ -6,7 +6,7 @@ use crate::data::synth;
 use crate::exit::Finished;
 use crate::train::{self, Recipe, RunSpec};
 use anyhow::{Context, Result};
-use petal_shared::{Arch, ComputePrecision};
+use petal_shared::{Arch, Precision};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> Result<Finished> {
         &submission,
         &options,
         device,
-        ComputePrecision::F32,
+        Precision::F32,
     )?;
     // The generator knows the answers: check the submission against them.
     let (right, total) = check_submission(&submission, &args.output.join("test_labels.csv"))?;

@@ -9,7 +9,7 @@ use petal_shared::cam::{self, ClassMap, CropGeometry};
 use petal_shared::classify::softmax;
 use petal_shared::fs::write_atomic;
 use petal_shared::runtime::Classifier;
-use petal_shared::{BundleMeta, ComputePrecision};
+use petal_shared::{BundleMeta, Precision};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
@@ -100,7 +100,7 @@ pub fn run(args: Args, compute: Compute) -> Result<Finished> {
     let outputs = output_names(&args.images, &args.output, args.method.suffix())?;
     // Maps are computed in f32 whatever `--precision` says: they are compared across devices.
     let device = compute.device.resolve()?.device;
-    let classifier = inference::load(&args.model, &device, ComputePrecision::F32, false)?;
+    let classifier = inference::load(&args.model, &device, Precision::F32, false)?;
     let forced = args
         .class
         .as_deref()

@@ -5,7 +5,7 @@ use crate::train::{self, Snapshot};
 use anyhow::Result;
 use burn::tensor::Device;
 use petal_shared::Bundle;
-use petal_shared::bundle::Precision;
+use petal_shared::Precision;
 use std::path::PathBuf;
 
 /// Export a run's network as a bundle (weights + petal.json).

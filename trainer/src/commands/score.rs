@@ -6,7 +6,7 @@ use crate::exit::Finished;
 use crate::inference;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use petal_shared::ComputePrecision;
+use petal_shared::Precision;
 use petal_shared::classify::{predicted_class, softmax};
 use petal_shared::files::relative;
 pub use petal_shared::score_csv::Columns;
@@ -67,7 +67,7 @@ pub fn score(
     output: &Path,
     options: &Options,
     device: Device,
-    precision: ComputePrecision,
+    precision: Precision,
 ) -> Result<ScoreReport> {
     let mut classifier = inference::load(model, &device, precision, options.tta)?;
     classifier.preprocessor.allow_truncated = options.allow_truncated;

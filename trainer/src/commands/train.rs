@@ -1,6 +1,6 @@
 //! `petal train`: fine-tune (or train from scratch) on a photo folder with the staged recipe.
 
-use crate::backend::{Backend, Compute, Placement, PrecisionArg};
+use crate::backend::{Backend, Compute, Placement, PrecisionChoice};
 use crate::exit::Finished;
 use crate::train::recipe::DEFAULT_RECIPE;
 use crate::train::{self, Recipe, RunSpec, TrainSummary};
@@ -160,7 +160,7 @@ pub fn run(args: Args, compute: Compute) -> Result<Finished> {
             }
             // The command line's choice, else the recipe's; the run folder records the answer.
             let asked = match compute.precision {
-                PrecisionArg::Auto => recipe.precision,
+                PrecisionChoice::Auto => recipe.precision,
                 explicit => explicit,
             };
             let precision = asked.on(&placement.devices[0])?;

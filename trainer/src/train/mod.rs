@@ -30,7 +30,7 @@ pub use recipe::Recipe;
 pub use run_folder::{CURVES_FILE, METRICS_FILE, RECIPE_FILE, RUN_FILE, RunSpec};
 pub use stops::{Diverged, Interrupted, handle_ctrl_c};
 
-use crate::backend::PrecisionArg;
+use crate::backend::PrecisionChoice;
 use crate::data::Sample;
 use crate::data::augment::Augment;
 use crate::data::split;
@@ -40,7 +40,7 @@ use checkpoint::{Checkpoints, State};
 use epoch::{EpochData, progress_bar, record_epoch};
 use parallel::Replicas;
 use petal_shared::fs::write_atomic;
-use petal_shared::{Bundle, ComputePrecision, Network, NetworkConfig, Preprocessor};
+use petal_shared::{Bundle, Network, NetworkConfig, Precision, Preprocessor};
 use run_folder::{refuse_a_started_run, starting_model};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -99,12 +99,12 @@ pub fn start(
 pub fn resume(
     run_dir: &Path,
     placement: &Placement,
-    precision: PrecisionArg,
+    precision: PrecisionChoice,
 ) -> Result<TrainSummary> {
     let spec = RunSpec::load(run_dir)?;
     let _lock = lock::RunLock::acquire(run_dir)?;
     let recipe = Recipe::load(&run_dir.join(RECIPE_FILE))?;
-    if precision != PrecisionArg::Auto && precision != recipe.precision {
+    if precision != PrecisionChoice::Auto && precision != recipe.precision {
         bail!(
             "{} trains in {} (its {RECIPE_FILE}), and a resumed run keeps its number format: \
              resume without --precision {}, or start a new run",
@@ -154,8 +154,7 @@ fn run(
         // Replaced by the first stage's optimiser before the first step.
         optimizer: stage::optimizer(recipe.stages.first().context("the recipe has no stage")?),
         // f16 gradients need the loss scaled up (see `scaler`); f32 ones do not.
-        scaler: (precision == ComputePrecision::F16)
-            .then(|| state.scaler.clone().unwrap_or_default()),
+        scaler: (precision == Precision::F16).then(|| state.scaler.clone().unwrap_or_default()),
     };
     let mut replicas = Replicas::new(
         model,

@@ -1,7 +1,7 @@
 //! The training recipe: global settings plus an ordered list of stages, read from TOML.
 //! `recipe.toml` beside this crate is the built-in default (the project's original recipe).
 
-use crate::backend::PrecisionArg;
+use crate::backend::PrecisionChoice;
 use crate::data::split::Holdout;
 use anyhow::{Context, Result, bail};
 use petal_shared::{Arch, ParamGroup};
@@ -25,7 +25,7 @@ pub struct Recipe {
     /// Number format of the run (`auto`, `f32` or `f16`); a run folder's copy holds the one
     /// the run resolved to.
     #[serde(default)]
-    pub precision: PrecisionArg,
+    pub precision: PrecisionChoice,
     /// Training images get the recipe's augmentation (rotation, random-resized crop, flip);
     /// `false` feeds them through evaluation's resize and center crop, as a PyTorch run
     /// without augmentation does.

@@ -2,7 +2,7 @@
 
 use super::{ConvNeXt, ConvNeXtConfig};
 use crate::model::family::{Detected, FamilyInfo, Generation, Published};
-use crate::model::{Arch, ComputePrecision, Family, KeyRule, ParamGroup};
+use crate::model::{Arch, Family, KeyRule, ParamGroup, Precision};
 use burn::prelude::*;
 
 pub(crate) const FAMILY: FamilyInfo = FamilyInfo {
@@ -80,14 +80,10 @@ fn detect(keys: &[&str]) -> Option<Detected> {
     if depths == [0; 4] {
         return None;
     }
-    let arch = FAMILY
-        .archs
-        .iter()
-        .find(|a| matches!(a.family(), Family::ConvNeXt { depths: d, .. } if d == depths));
-    Some(match arch {
-        Some(&arch) => Detected::Arch(arch),
-        None => Detected::Other(format!("ConvNeXt with stage depths {depths:?}")),
-    })
+    Some(FAMILY.detected(
+        |f| matches!(f, Family::ConvNeXt { depths: d, .. } if d == depths),
+        || format!("ConvNeXt with stage depths {depths:?}"),
+    ))
 }
 
 impl ConvNeXt {
@@ -109,7 +105,7 @@ impl ConvNeXt {
     }
 
     /// The same network computing in `precision`; the weights stay f32.
-    pub fn with_precision(mut self, precision: ComputePrecision) -> Self {
+    pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
     }

@@ -8,7 +8,7 @@ mod family;
 
 pub(crate) use family::FAMILY;
 
-use crate::model::{Arch, ComputePrecision, Family, Maps};
+use crate::model::{Arch, Family, Maps, Precision};
 use burn::module::{Flag, Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -53,7 +53,7 @@ pub struct ConvNeXt {
     pub head: Linear,
     /// How the convolutions and linear layers compute; not part of the weights.
     #[module(skip)]
-    pub precision: ComputePrecision,
+    pub precision: Precision,
 }
 
 /// One stage: optional downsampling, then blocks of one width.
@@ -184,7 +184,7 @@ impl ConvNeXtConfig {
             stages,
             head_norm: norm(dims[3], device),
             head: linear(dims[3], self.num_classes, device),
-            precision: ComputePrecision::F32,
+            precision: Precision::F32,
         }
     }
 }
@@ -203,7 +203,7 @@ impl ConvNeXtBlock {
     }
 
     /// `[N, C, H, W]` → `[N, C, H, W]`.
-    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let y = precision.conv(&self.dwconv, x.clone());
         // The MLP runs per position: channels last, positions as rows.
@@ -234,13 +234,13 @@ impl ConvNeXtBlock {
 
 impl Downsampling {
     /// `[N, C, H, W]` → `[N, 2C, H/2, W/2]`.
-    fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         precision.conv(&self.conv, norm2d(&self.norm, x))
     }
 }
 
 impl ConvNeXtStage {
-    fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         let x = match &self.downsample {
             Some(d) => d.forward(x, precision),
             None => x,

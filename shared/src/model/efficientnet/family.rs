@@ -88,14 +88,10 @@ fn detect(keys: &[&str]) -> Option<Detected> {
     if depths == [0; 7] {
         return None;
     }
-    let arch = FAMILY
-        .archs
-        .iter()
-        .find(|a| matches!(a.family(), Family::EfficientNet { depths: d, .. } if d == depths));
-    Some(match arch {
-        Some(&arch) => Detected::Arch(arch),
-        None => Detected::Other(format!("EfficientNet with stage depths {depths:?}")),
-    })
+    Some(FAMILY.detected(
+        |f| matches!(f, Family::EfficientNet { depths: d, .. } if d == depths),
+        || format!("EfficientNet with stage depths {depths:?}"),
+    ))
 }
 
 impl EfficientNet {

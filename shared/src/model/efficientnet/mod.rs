@@ -15,7 +15,7 @@ mod family;
 
 pub(crate) use family::FAMILY;
 
-use crate::model::{Arch, BatchNorm, BatchNormConfig, ComputePrecision, Family, Maps};
+use crate::model::{Arch, BatchNorm, BatchNormConfig, Family, Maps, Precision};
 use burn::module::{Flag, Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -78,7 +78,7 @@ pub struct EfficientNet {
     pub classifier: Linear,
     /// How the convolutions and the classifier compute; not part of the weights.
     #[module(skip)]
-    pub precision: ComputePrecision,
+    pub precision: Precision,
 }
 
 /// A bias-free convolution followed by BatchNorm (torchvision's `Conv2dNormActivation`
@@ -194,7 +194,7 @@ impl ConvBn {
     }
 
     /// `[N, C_in, H, W]` → `[N, C_out, H / stride, W / stride]` (rounded up).
-    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         self.bn.forward(precision.conv(&self.conv, x))
     }
 
@@ -205,7 +205,7 @@ impl ConvBn {
 
 impl SqueezeExcitation {
     /// `[N, C, H, W]` → `[N, C, H, W]`.
-    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let pooled = x
             .clone()
@@ -247,7 +247,7 @@ impl MBConv {
     }
 
     /// `[N, C_in, H, W]` → `[N, C_out, H / stride, W / stride]` (rounded up).
-    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         let mut y = x.clone();
         if let Some(expand) = &self.expand {
             y = silu(expand.forward(y, precision));
@@ -339,7 +339,7 @@ impl EfficientNetConfig {
             last_conv: ConvBn::new([widths[6], features], 1, 1, 1, device),
             dropout: DropoutConfig::new(self.dropout).init(),
             classifier: linear(features, self.num_classes, device),
-            precision: ComputePrecision::F32,
+            precision: Precision::F32,
         }
     }
 }
@@ -360,9 +360,9 @@ impl EfficientNet {
         self.head(self.last_stage(images))
     }
 
-    /// The same network computing in `precision` (see [`ComputePrecision`]); the weights
+    /// The same network computing in `precision` (see [`Precision`]); the weights
     /// stay f32.
-    pub fn with_precision(mut self, precision: ComputePrecision) -> Self {
+    pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
     }
@@ -535,7 +535,7 @@ impl EfficientNet {
     }
 }
 
-fn run(blocks: &[MBConv], x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+fn run(blocks: &[MBConv], x: Tensor<4>, precision: Precision) -> Tensor<4> {
     blocks
         .iter()
         .fold(x, |x, block| block.forward(x, precision))
@@ -627,7 +627,7 @@ mod tests {
         let model = EfficientNetConfig::new(Arch::EfficientNetB0, 5).init(&device);
         let x = Tensor::<4>::random([1, 3, 64, 64], Distribution::Default, &device);
         let full = model.forward(x.clone());
-        let half = model.with_precision(ComputePrecision::F16).forward(x);
+        let half = model.with_precision(Precision::F16).forward(x);
         let gap = (half - full.clone()).abs().max().into_scalar::<f32>();
         let scale = full.abs().max().into_scalar::<f32>();
         assert!(

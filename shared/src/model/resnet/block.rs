@@ -1,6 +1,6 @@
 //! Residual blocks as torchvision builds them (ResNet v1.5: a bottleneck strides on its 3×3).
 
-use crate::model::{BatchNorm, BatchNormConfig, BlockKind, ComputePrecision};
+use crate::model::{BatchNorm, BatchNormConfig, BlockKind, Precision};
 use burn::module::Initializer;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -52,7 +52,7 @@ impl Downsample {
     }
 
     /// `[N, C_in, H, W]` → `[N, C_out, H / stride, W / stride]`.
-    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         self.bn.forward(precision.conv(&self.conv, x))
     }
 }
@@ -133,7 +133,7 @@ impl Block {
     }
 
     /// `[N, C_in, H, W]` → `[N, C_out, H / stride, W / stride]`, convolutions in `precision`.
-    pub fn forward(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
         let conv = |conv: &Conv2d, x| precision.conv(conv, x);
         match self {
             Block::Basic(b) => {

@@ -82,10 +82,11 @@ fn detect(keys: &[&str]) -> Option<Detected> {
     } else {
         BlockKind::Basic
     };
-    Some(match Arch::from_family(Family::ResNet { kind, blocks }) {
-        Some(arch) => Detected::Arch(arch),
-        None => Detected::Other(format!("ResNet with {kind:?} blocks {blocks:?}")),
-    })
+    let shape = Family::ResNet { kind, blocks };
+    Some(FAMILY.detected(
+        |f| f == shape,
+        || format!("ResNet with {kind:?} blocks {blocks:?}"),
+    ))
 }
 
 impl ResNet {

@@ -11,7 +11,7 @@ pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub(crate) use family::FAMILY;
 pub use folded::{FoldError, FoldedNetwork, FoldedResNet};
 
-use crate::model::{Arch, BatchNorm, BlockKind, ComputePrecision, Family, Maps};
+use crate::model::{Arch, BatchNorm, BlockKind, Family, Maps, Precision};
 use block::{bn, conv};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -42,7 +42,7 @@ pub struct ResNet {
     pub fc: Linear,
     /// How the convolutions and `fc` compute; not part of the weights.
     #[module(skip)]
-    pub precision: ComputePrecision,
+    pub precision: Precision,
 }
 
 /// Every intermediate activation of one forward pass, for parity tests and feature extraction.
@@ -102,12 +102,12 @@ impl ResNetConfig {
             layer4,
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             fc: LinearConfig::new(self.arch.feature_dim(), self.num_classes).init(device),
-            precision: ComputePrecision::F32,
+            precision: Precision::F32,
         }
     }
 }
 
-fn run(blocks: &[Block], x: Tensor<4>, precision: ComputePrecision) -> Tensor<4> {
+fn run(blocks: &[Block], x: Tensor<4>, precision: Precision) -> Tensor<4> {
     blocks
         .iter()
         .fold(x, |x, block| block.forward(x, precision))
@@ -122,8 +122,8 @@ impl ResNet {
         self.head(self.last_stage(images))
     }
 
-    /// The same network computing in `precision` (see [`ComputePrecision`]); the weights stay f32.
-    pub fn with_precision(mut self, precision: ComputePrecision) -> Self {
+    /// The same network computing in `precision` (see [`Precision`]); the weights stay f32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
     }
