@@ -5,8 +5,8 @@
 //!
 //! - [`preprocess`]: bytes → 8-bit RGB → Pillow-exact resize → center crop → normalised CHW
 //!   `f32`, bit-identical to torchvision's eval transform on the same decoded pixels.
-//! - [`model`]: the [`Network`] seam over torchvision's ResNet-18/34/50/101/152 and
-//!   ConvNeXt-T, with per-stage activations.
+//! - [`model`]: the [`Network`] seam over torchvision's ResNet-18/34/50/101/152, ConvNeXt-T and
+//!   EfficientNet-B0, one folder per family, with per-stage activations.
 //! - [`bundle`]: the self-describing model bundle (`petal.json` + burnpack weights).
 //! - [`runtime`]: the one way a network runs for answers (logits, top-k, class maps), on the
 //!   CPU's folded form or burn's module on any device; the CLI, training's validation and
@@ -33,8 +33,5 @@ pub mod runtime;
 pub mod score_csv;
 
 pub use bundle::{Bundle, BundleError, BundleMeta};
-pub use model::{
-    Arch, BatchNorm, BatchNormConfig, Network, NetworkConfig, ParamGroup, Precision, ResNet,
-    ResNetConfig,
-};
+pub use model::{Arch, BatchNorm, BatchNormConfig, Network, NetworkConfig, ParamGroup, Precision};
 pub use preprocess::{PreprocessError, Preprocessor};

@@ -7,7 +7,8 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use petal_shared::model::Block;
 use petal_shared::model::FoldedResNet;
-use petal_shared::{Arch, Preprocessor, ResNet, ResNetConfig};
+use petal_shared::model::{ResNet, ResNetConfig};
+use petal_shared::{Arch, Preprocessor};
 
 /// Gives every BatchNorm non-trivial statistics and affine parameters, so that folding has
 /// something to fold (a fresh BatchNorm is nearly the identity).

@@ -4,7 +4,8 @@
 
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
-use petal_shared::{Arch, Precision, ResNet, ResNetConfig};
+use petal_shared::model::{ResNet, ResNetConfig};
+use petal_shared::{Arch, Precision};
 
 /// A small ResNet-18 and a batch of random images, both seeded.
 fn network_and_images(device: &Device) -> (ResNet, Tensor<4>) {

@@ -20,6 +20,7 @@ pub mod keys;
 mod network;
 mod precision;
 mod resnet;
+mod stochastic_depth;
 
 pub use arch::{Arch, BlockKind, Family, ParseArchError};
 pub use batch_norm::{BatchNorm, BatchNormConfig};

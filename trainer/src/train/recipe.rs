@@ -39,8 +39,8 @@ pub struct Recipe {
     /// per class) instead of a fresh one, as when continuing a PyTorch fine-tune.
     #[serde(default)]
     pub keep_head: bool,
-    /// ConvNeXt's stochastic depth while training (torchvision's 0.1 at the last block, drawn
-    /// from each step's seed); `false` turns it off, as `stochastic_depth_prob=0` does. Only
+    /// Stochastic depth while training, for the families that have it (torchvision's: 0.1 at
+    /// ConvNeXt's last block, 0.2 in total for EfficientNet; drawn from each step's seed); `false` turns it off, as `stochastic_depth_prob=0` does. Only
     /// without it can a PyTorch run be reproduced step for step: the two draw differently.
     #[serde(default = "yes")]
     pub stochastic_depth: bool,
@@ -55,10 +55,10 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trainable {
-    /// Only the new classifier (ResNet's `fc`, ConvNeXt's `classifier`); the backbone is
-    /// frozen, BatchNorm statistics included.
+    /// Only the new classifier (the family's head: ResNet's `fc`, ConvNeXt's `classifier`, …);
+    /// the backbone is frozen, BatchNorm statistics included.
     Head,
-    /// Everything except the stem (ResNet's `conv1` + `bn1`, ConvNeXt's patchify layer).
+    /// Everything except the stem (ResNet's `conv1` + `bn1`, ConvNeXt's patchify layer, …).
     AllButStem,
     /// Every layer.
     All,

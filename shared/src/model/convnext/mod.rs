@@ -8,12 +8,12 @@ mod family;
 
 pub(crate) use family::FAMILY;
 
+use crate::model::stochastic_depth::drop_path;
 use crate::model::{Arch, Family, Maps, Precision};
 use burn::module::{Flag, Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::{gelu, relu};
 
 /// torchvision's LayerNorm epsilon for ConvNeXt (`partial(LayerNorm, eps=1e-6)`).
@@ -212,23 +212,7 @@ impl ConvNeXtBlock {
         let y = precision.linear(&self.pwconv2, y);
         let y = y.reshape([n, h, w, c]).permute([0, 3, 1, 2]);
         let y = y * self.layer_scale.val().unsqueeze::<4>();
-        x + self.drop_path(y)
-    }
-
-    /// torchvision's `StochasticDepth(p, "row")`: in training, each sample's branch is dropped
-    /// with probability `p` and the kept ones scaled by `1 / (1 - p)`.
-    fn drop_path(&self, branch: Tensor<4>) -> Tensor<4> {
-        let device = branch.device();
-        if !self.training.is_enabled() || !device.is_autodiff() || self.drop_prob == 0.0 {
-            return branch;
-        }
-        let keep = 1.0 - self.drop_prob;
-        let mask = Tensor::<4>::random(
-            [branch.dims()[0], 1, 1, 1],
-            Distribution::Bernoulli(keep),
-            &device,
-        );
-        branch * mask.div_scalar(keep)
+        x + drop_path(y, self.drop_prob, &self.training)
     }
 }
 

@@ -15,12 +15,12 @@ mod family;
 
 pub(crate) use family::FAMILY;
 
+use crate::model::stochastic_depth::drop_path;
 use crate::model::{Arch, BatchNorm, BatchNormConfig, Family, Maps, Precision};
 use burn::module::{Flag, Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, sigmoid, silu};
 
 /// Expansion ratio of each stage's blocks (torchvision's `_efficientnet_conf`, the same for
@@ -257,26 +257,10 @@ impl MBConv {
             .project
             .forward(self.se.forward(y, precision), precision);
         if self.residual {
-            x + self.drop_path(y)
+            x + drop_path(y, self.drop_prob, &self.training)
         } else {
             y
         }
-    }
-
-    /// torchvision's `StochasticDepth(p, "row")`: in training, each sample's branch is dropped
-    /// with probability `p` and the kept ones scaled by `1 / (1 - p)`.
-    fn drop_path(&self, branch: Tensor<4>) -> Tensor<4> {
-        let device = branch.device();
-        if !self.training.is_enabled() || !device.is_autodiff() || self.drop_prob == 0.0 {
-            return branch;
-        }
-        let keep = 1.0 - self.drop_prob;
-        let mask = Tensor::<4>::random(
-            [branch.dims()[0], 1, 1, 1],
-            Distribution::Bernoulli(keep),
-            &device,
-        );
-        branch * mask.div_scalar(keep)
     }
 
     /// The block's BatchNorm layers, in order.
@@ -544,6 +528,7 @@ fn run(blocks: &[MBConv], x: Tensor<4>, precision: Precision) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Distribution;
 
     #[test]
     fn shapes_follow_torchvision() {

@@ -4,6 +4,8 @@
 //! inference form.
 
 mod block;
+#[cfg(test)]
+mod class_maps_tests;
 mod family;
 mod folded;
 
