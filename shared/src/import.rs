@@ -152,28 +152,28 @@ fn apply(
         Head::Keep => keep_head,
         Head::Replace => drop_head,
     };
+    // The two stores share these options but no trait to set them through.
+    macro_rules! load {
+        ($store:expr) => {{
+            let mut store = $store
+                .with_predicate(predicate)
+                .map_indices_contiguous(false)
+                .allow_partial(true)
+                .validate(false);
+            for (from, to) in &rules {
+                store = store.with_key_remapping(from, to);
+            }
+            model.load_tensors(&mut store).map_err(|e| read_err(&e))
+        }};
+    }
     if is_safetensors(path) {
-        let mut store = SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .skip_enum_variants(true)
-            .with_predicate(predicate)
-            .map_indices_contiguous(false)
-            .allow_partial(true)
-            .validate(false);
-        for (from, to) in &rules {
-            store = store.with_key_remapping(from, to);
-        }
-        model.load_tensors(&mut store).map_err(|e| read_err(&e))
+        load!(
+            SafetensorsStore::from_file(path)
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .skip_enum_variants(true)
+        )
     } else {
-        let mut store = PytorchStore::from_file(path)
-            .with_predicate(predicate)
-            .map_indices_contiguous(false)
-            .allow_partial(true)
-            .validate(false);
-        for (from, to) in &rules {
-            store = store.with_key_remapping(from, to);
-        }
-        model.load_tensors(&mut store).map_err(|e| read_err(&e))
+        load!(PytorchStore::from_file(path))
     }
 }
 

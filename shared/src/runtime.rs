@@ -428,20 +428,23 @@ mod tests {
         Images::new(x.into_data().try_into_vec::<f32>().unwrap(), n, side, side).unwrap()
     }
 
+    /// The same network (`net`'s weights) on the CPU, run with `options`.
+    fn on_cpu(net: &Network, options: RuntimeOptions) -> Runtime {
+        Runtime::new(net.clone(), &Device::flex(), options).unwrap()
+    }
+
     #[test]
     fn folded_and_burn_engines_agree_on_logits_and_maps() {
         let device = Device::flex();
         let net = NetworkConfig::new(Arch::ResNet18, 5).init(&device);
-        let folded = Runtime::new(net.clone(), &device, RuntimeOptions::default()).unwrap();
-        let burn = Runtime::new(
-            net,
-            &device,
+        let folded = on_cpu(&net, RuntimeOptions::default());
+        let burn = on_cpu(
+            &net,
             RuntimeOptions {
                 fold: false,
                 ..RuntimeOptions::default()
             },
-        )
-        .unwrap();
+        );
         assert!(folded.is_folded() && !burn.is_folded());
         let x = images(2, 64, &device);
         let (a, b) = (folded.evidence(&x).unwrap(), burn.evidence(&x).unwrap());
@@ -465,16 +468,14 @@ mod tests {
     fn mirror_averages_the_probabilities_of_both_views() {
         let device = Device::flex();
         let net = NetworkConfig::new(Arch::ResNet18, 3).init(&device);
-        let plain = Runtime::new(net.clone(), &device, RuntimeOptions::default()).unwrap();
-        let tta = Runtime::new(
-            net,
-            &device,
+        let plain = on_cpu(&net, RuntimeOptions::default());
+        let tta = on_cpu(
+            &net,
             RuntimeOptions {
                 mirror: true,
                 ..RuntimeOptions::default()
             },
-        )
-        .unwrap();
+        );
         let x = images(1, 32, &device);
         let got = softmax(tta.logits(&x).unwrap().row(0));
         let p = softmax(plain.logits(&x).unwrap().row(0));
