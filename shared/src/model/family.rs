@@ -45,6 +45,28 @@ impl FamilyInfo {
     }
 }
 
+/// A pass's activations by the names torchvision's reference files use: the stem's output,
+/// `{prefix}1`, `{prefix}2`, … for `stages`, then `tail` (pooled features, logits).
+pub(crate) fn named_activations(
+    stem: (&str, Tensor<4>),
+    prefix: &str,
+    stages: impl IntoIterator<Item = Tensor<4>>,
+    tail: impl IntoIterator<Item = (&'static str, TensorData)>,
+) -> Vec<(String, TensorData)> {
+    std::iter::once((stem.0.to_string(), stem.1.into_data()))
+        .chain(
+            stages
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (format!("{prefix}{}", i + 1), t.into_data())),
+        )
+        .chain(
+            tail.into_iter()
+                .map(|(name, data)| (name.to_string(), data)),
+        )
+        .collect()
+}
+
 /// What a weight file's keys describe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detected {

@@ -1,7 +1,7 @@
 //! The ConvNeXt family's entry in [`FAMILIES`](crate::model::FAMILIES).
 
 use super::{ConvNeXt, ConvNeXtConfig};
-use crate::model::family::{Detected, FamilyInfo, Generation, Published};
+use crate::model::family::{Detected, FamilyInfo, Generation, Published, named_activations};
 use crate::model::{Arch, Family, KeyRule, ParamGroup, Precision};
 use burn::prelude::*;
 
@@ -125,13 +125,15 @@ impl ConvNeXt {
     /// `stage1..4`, `features`, `logits`).
     pub fn activations(&self, images: Tensor<4>) -> Vec<(String, TensorData)> {
         let s = self.stages(images);
-        let mut out = vec![("stem".to_string(), s.stem.into_data())];
-        for (i, stage) in s.stages.into_iter().enumerate() {
-            out.push((format!("stage{}", i + 1), stage.into_data()));
-        }
-        out.push(("features".into(), s.features.into_data()));
-        out.push(("logits".into(), s.logits.into_data()));
-        out
+        named_activations(
+            ("stem", s.stem),
+            "stage",
+            s.stages,
+            [
+                ("features", s.features.into_data()),
+                ("logits", s.logits.into_data()),
+            ],
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! The EfficientNet family's entry in [`FAMILIES`](crate::model::FAMILIES).
 
 use super::{EfficientNet, EfficientNetConfig};
-use crate::model::family::{Detected, FamilyInfo, Generation, Published};
+use crate::model::family::{Detected, FamilyInfo, Generation, Published, named_activations};
 use crate::model::{Arch, Family, KeyRule, ParamGroup};
 use burn::prelude::*;
 
@@ -128,14 +128,16 @@ impl EfficientNet {
     /// `stage1..7`, `stage8` the last convolution, `features`, `logits`).
     pub fn activations(&self, images: Tensor<4>) -> Vec<(String, TensorData)> {
         let s = self.stages(images);
-        let mut out = vec![("stage0".to_string(), s.stem.into_data())];
-        for (i, stage) in s.stages.into_iter().enumerate() {
-            out.push((format!("stage{}", i + 1), stage.into_data()));
-        }
-        out.push(("stage8".into(), s.last.into_data()));
-        out.push(("features".into(), s.features.into_data()));
-        out.push(("logits".into(), s.logits.into_data()));
-        out
+        named_activations(
+            ("stage0", s.stem),
+            "stage",
+            s.stages,
+            [
+                ("stage8", s.last.into_data()),
+                ("features", s.features.into_data()),
+                ("logits", s.logits.into_data()),
+            ],
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! The ResNet family's entry in [`FAMILIES`](crate::model::FAMILIES).
 
 use super::{ResNet, ResNetConfig};
-use crate::model::family::{Detected, FamilyInfo, Generation, Published};
+use crate::model::family::{Detected, FamilyInfo, Generation, Published, named_activations};
 use crate::model::{Arch, BlockKind, Family, KeyRule, ParamGroup};
 use burn::prelude::*;
 
@@ -118,16 +118,15 @@ impl ResNet {
     /// `layer1..4`, `pooled`, `logits`).
     pub fn activations(&self, images: Tensor<4>) -> Vec<(String, TensorData)> {
         let s = self.stages(images);
-        let mut out = vec![("stem".to_string(), s.stem.into_data())];
-        for (i, layer) in [s.layer1, s.layer2, s.layer3, s.layer4]
-            .into_iter()
-            .enumerate()
-        {
-            out.push((format!("layer{}", i + 1), layer.into_data()));
-        }
-        out.push(("pooled".into(), s.pooled.into_data()));
-        out.push(("logits".into(), s.logits.into_data()));
-        out
+        named_activations(
+            ("stem", s.stem),
+            "layer",
+            [s.layer1, s.layer2, s.layer3, s.layer4],
+            [
+                ("pooled", s.pooled.into_data()),
+                ("logits", s.logits.into_data()),
+            ],
+        )
     }
 }
 
