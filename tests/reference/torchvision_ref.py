@@ -28,10 +28,9 @@ import torch
 import torchvision
 
 
-def randomise_batchnorm(model, gen, size):
-    """Non-trivial BatchNorm parameters and statistics, so that a mapping mistake cannot hide
-    behind gamma 1 / beta 0 / mean 0 / var 1. The running statistics are measured on random
-    images (as training would), which keeps a 101-layer network's activations bounded."""
+def random_batchnorm_parameters(model, gen):
+    """Random affine parameters for every BatchNorm, running statistics reset and set to a
+    cumulative average for the calibration batches of `calibrate_batchnorm`."""
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             n = m.num_features
@@ -39,6 +38,24 @@ def randomise_batchnorm(model, gen, size):
             m.bias.data.copy_(torch.randn(n, generator=gen) * 0.1)
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
+
+
+def calibrate_batchnorm(model, gen, size):
+    """Running statistics measured on two batches of random images (as training would), then
+    torchvision's momentum back. The caller puts the BatchNorm layers in train mode."""
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, size, size, generator=gen))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+
+
+def randomise_batchnorm(model, gen, size):
+    """Non-trivial BatchNorm parameters and statistics, so that a mapping mistake cannot hide
+    behind gamma 1 / beta 0 / mean 0 / var 1. The running statistics are measured on random
+    images (as training would), which keeps a 101-layer network's activations bounded."""
+    random_batchnorm_parameters(model, gen)
     # A trained ResNet's residual branches add small corrections; scaling each block's last BN
     # keeps a deep network's activations in a trained network's range too.
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
@@ -48,25 +65,14 @@ def randomise_batchnorm(model, gen, size):
     # Spread the logits to a trained classifier's range (about ±15), so top-5 is decisive.
     model.fc.weight.data.mul_(8.0)
     model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(4, 3, size, size, generator=gen))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
+    calibrate_batchnorm(model, gen, size)
 
 
 def randomise_efficientnet(model, gen, size):
     """EfficientNet's BatchNorms as randomise_batchnorm makes ResNet's: random affine
     parameters, running statistics measured on random images (BatchNorm layers alone in train
     mode, so that stochastic depth and dropout do not touch the measurement)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.1)
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
+    random_batchnorm_parameters(model, gen)
     # Small residual corrections, as in a trained network (each residual block's projection BN).
     for stage in model.features[1:8]:
         for block in stage:
@@ -78,12 +84,7 @@ def randomise_efficientnet(model, gen, size):
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(4, 3, size, size, generator=gen))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
+    calibrate_batchnorm(model, gen, size)
 
 
 def randomise_convnext(model, gen):
