@@ -1,6 +1,7 @@
 //! Import failures: each names the file and what is wrong with it.
 
-use crate::reference::{convnext_tiny, edit_safetensors, resnet18};
+use crate::parity::{compare, input, values};
+use crate::reference::{convnext_tiny, edit_safetensors, efficientnet_b0, resnet18};
 use crate::util::tempdir;
 use burn::prelude::*;
 use petal_shared::import::{Head, ImportError, load_torchvision};
@@ -227,4 +228,76 @@ fn convnext_errors_and_new_head_speak_torchvision() {
     let mut ignored = report.ignored.clone();
     ignored.sort();
     assert_eq!(ignored, ["classifier.2.bias", "classifier.2.weight"]);
+}
+
+/// EfficientNet-B0 and the other families' files: each is refused as the other with the
+/// error naming what the file holds.
+#[test]
+fn efficientnet_and_the_other_families_are_refused_by_name() {
+    let refused = |file: std::path::PathBuf, arch: Arch| -> String {
+        match import(&file, arch, 1000, Head::Keep) {
+            Err(e @ ImportError::ArchMismatch { .. }) => e.to_string(),
+            Err(other) => panic!("{} as {arch}: wrong error {other}", file.display()),
+            Ok(()) => panic!("{} imported as {arch}", file.display()),
+        }
+    };
+    for (file, holds) in [
+        (
+            convnext_tiny().file("convnext_tiny.safetensors"),
+            "convnext_tiny",
+        ),
+        (resnet18().file("resnet18.pth"), "resnet18"),
+    ] {
+        let message = refused(file, Arch::EfficientNetB0);
+        assert!(
+            message.contains(&format!("holds a {holds} but efficientnet_b0")),
+            "{message}"
+        );
+    }
+    for arch in [Arch::ConvNeXtTiny, Arch::ResNet18] {
+        let message = refused(efficientnet_b0().file("efficientnet_b0.pth"), arch);
+        assert!(
+            message.contains(&format!("holds a efficientnet_b0 but {arch}")),
+            "{message}"
+        );
+    }
+}
+
+/// Fine-tuning EfficientNet-B0 on new classes: the file's classifier is dropped for a fresh
+/// one and the rest loads; keeping a head of the wrong size is refused with the key as
+/// torchvision names it.
+#[test]
+fn efficientnet_head_is_replaced_or_refused_for_another_class_count() {
+    let r = efficientnet_b0();
+    let device = Device::flex();
+    let file = r.file("efficientnet_b0.safetensors");
+    let (model, report) =
+        load_torchvision(&file, Arch::EfficientNetB0, 5, Head::Replace, &device).unwrap();
+    assert_eq!(model.num_classes(), 5);
+    assert_eq!(report.applied, 311 - 2);
+    let (x, _, _) = input(r);
+    compare(
+        r,
+        Arch::EfficientNetB0,
+        "features",
+        &values(model.features(x)),
+    );
+
+    match import(&file, Arch::EfficientNetB0, 5, Head::Keep).unwrap_err() {
+        ImportError::ShapeMismatch {
+            key,
+            expected,
+            found,
+            ..
+        } => {
+            // Whichever of the head's tensors burn reports first, in torch's order.
+            let want: (&[usize], &[usize]) = match key.as_str() {
+                "classifier.1.weight" => (&[5, 1280], &[1000, 1280]),
+                "classifier.1.bias" => (&[5], &[1000]),
+                other => panic!("the mismatch is the head's, not {other}"),
+            };
+            assert_eq!((expected.as_slice(), found.as_slice()), want);
+        }
+        other => panic!("wrong error: {other}"),
+    }
 }

@@ -15,7 +15,7 @@ const STAGES: [&str; 7] = [
     "stem", "layer1", "layer2", "layer3", "layer4", "pooled", "logits",
 ];
 
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
 }
 
@@ -41,7 +41,7 @@ fn import(arch: Arch, weights: &Path) -> Network {
 }
 
 /// The reference input batch, as burn's tensor and as its raw values with their shape.
-fn input(reference: &Reference) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
+pub(crate) fn input(reference: &Reference) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
     let (shape, values) = read_npy::<f32>(&reference.file("input.npy"));
     let x = Tensor::<4>::from_data(
         TensorData::new(values.clone(), shape.clone()),
@@ -51,7 +51,7 @@ fn input(reference: &Reference) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
 }
 
 /// Compares one stage with torchvision's; returns the largest error.
-fn compare(reference: &Reference, arch: Arch, name: &str, got: &[f32]) -> f32 {
+pub(crate) fn compare(reference: &Reference, arch: Arch, name: &str, got: &[f32]) -> f32 {
     let (_, want) = read_npy::<f32>(&reference.file(&format!("{arch}.{name}.npy")));
     assert_eq!(got.len(), want.len(), "{arch} {name}: element count");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
