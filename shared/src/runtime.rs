@@ -108,8 +108,9 @@ impl Images {
         Self { values, ..*self }
     }
 
-    fn to_tensor(&self, device: &Device) -> Tensor<4> {
-        let data = TensorData::new(self.values.clone(), [self.n, 3, self.height, self.width]);
+    /// The pixels moved onto `device`, without a copy on the host.
+    fn into_tensor(self, device: &Device) -> Tensor<4> {
+        let data = TensorData::new(self.values, [self.n, 3, self.height, self.width]);
         Tensor::from_data(data, device)
     }
 }
@@ -299,52 +300,53 @@ impl Runtime {
         matches!(self.engine, Engine::Folded(_))
     }
 
-    /// The batch's logits (with test-time augmentation if the options ask for it).
-    pub fn logits(&self, images: &Images) -> Result<Logits, RuntimeError> {
+    /// The batch's logits (with test-time augmentation if the options ask for it). The images
+    /// are consumed: on a GPU their pixels move to the device without another copy.
+    pub fn logits(&self, images: Images) -> Result<Logits, RuntimeError> {
+        let mirrored = self.options.mirror.then(|| images.mirrored());
         let plain = self.stage_logits(images).read()?;
-        if !self.options.mirror {
-            return Ok(plain);
+        match mirrored {
+            None => Ok(plain),
+            Some(m) => Ok(plain.averaged_with(&self.stage_logits(m).read()?)),
         }
-        let mirrored = self.stage_logits(&images.mirrored()).read()?;
-        Ok(plain.averaged_with(&mirrored))
     }
 
     /// [`logits`](Self::logits), read back without blocking (the browser).
-    pub async fn logits_async(&self, images: &Images) -> Result<Logits, RuntimeError> {
+    pub async fn logits_async(&self, images: Images) -> Result<Logits, RuntimeError> {
+        let mirrored = self.options.mirror.then(|| images.mirrored());
         let plain = self.stage_logits(images).read_async().await?;
-        if !self.options.mirror {
-            return Ok(plain);
+        match mirrored {
+            None => Ok(plain),
+            Some(m) => Ok(plain.averaged_with(&self.stage_logits(m).read_async().await?)),
         }
-        let mirrored = self.stage_logits(&images.mirrored()).read_async().await?;
-        Ok(plain.averaged_with(&mirrored))
     }
 
     /// The batch's logits and every class's maps, from one pass (no test-time augmentation:
     /// a map belongs to the image as the network saw it).
-    pub fn evidence(&self, images: &Images) -> Result<Evidence, RuntimeError> {
+    pub fn evidence(&self, images: Images) -> Result<Evidence, RuntimeError> {
         self.stage_evidence(images).read()
     }
 
     /// [`evidence`](Self::evidence), read back without blocking (the browser).
-    pub async fn evidence_async(&self, images: &Images) -> Result<Evidence, RuntimeError> {
+    pub async fn evidence_async(&self, images: Images) -> Result<Evidence, RuntimeError> {
         self.stage_evidence(images).read_async().await
     }
 
-    fn stage_logits(&self, images: &Images) -> Staged<Logits> {
+    fn stage_logits(&self, images: Images) -> Staged<Logits> {
         match &self.engine {
             Engine::Folded(net) => Staged::Ready(Logits::new(
                 net.forward(&images.values, images.n, images.height, images.width),
                 self.classes,
             )),
             Engine::Burn { model, device } => Staged::Pending {
-                reads: Transaction::default().register(model.forward(images.to_tensor(device))),
+                reads: Transaction::default().register(model.forward(images.into_tensor(device))),
                 finish: finish_logits,
                 classes: self.classes,
             },
         }
     }
 
-    fn stage_evidence(&self, images: &Images) -> Staged<Evidence> {
+    fn stage_evidence(&self, images: Images) -> Staged<Evidence> {
         match &self.engine {
             Engine::Folded(net) => {
                 let (logits, cam) = net.forward_with_class_maps(
@@ -364,7 +366,7 @@ impl Runtime {
                     logits,
                     cam,
                     grad_cam,
-                } = model.maps(images.to_tensor(device));
+                } = model.maps(images.into_tensor(device));
                 Staged::Pending {
                     reads: Transaction::default()
                         .register(logits)
@@ -447,7 +449,10 @@ mod tests {
         );
         assert!(folded.is_folded() && !burn.is_folded());
         let x = images(2, 64, &device);
-        let (a, b) = (folded.evidence(&x).unwrap(), burn.evidence(&x).unwrap());
+        let (a, b) = (
+            folded.evidence(x.clone()).unwrap(),
+            burn.evidence(x.clone()).unwrap(),
+        );
         let gap =
             |p: &[f32], q: &[f32]| p.iter().zip(q).fold(0f32, |m, (u, v)| m.max((u - v).abs()));
         assert_eq!((a.logits.len(), a.logits.classes()), (2, 5));
@@ -458,7 +463,7 @@ mod tests {
         );
         assert!(gap(&a.cam.values, &b.cam.values) < 1e-4);
         assert!(gap(&a.grad_cam.values, &b.grad_cam.values) < 1e-4);
-        assert_eq!(a.logits, folded.logits(&x).unwrap());
+        assert_eq!(a.logits, folded.logits(x).unwrap());
         for i in 0..2 {
             assert_eq!(a.logits.predicted(i), b.logits.predicted(i));
         }
@@ -477,9 +482,9 @@ mod tests {
             },
         );
         let x = images(1, 32, &device);
-        let got = softmax(tta.logits(&x).unwrap().row(0));
-        let p = softmax(plain.logits(&x).unwrap().row(0));
-        let q = softmax(plain.logits(&x.mirrored()).unwrap().row(0));
+        let got = softmax(tta.logits(x.clone()).unwrap().row(0));
+        let p = softmax(plain.logits(x.clone()).unwrap().row(0));
+        let q = softmax(plain.logits(x.mirrored()).unwrap().row(0));
         for c in 0..3 {
             assert!((got[c] - (p[c] + q[c]) / 2.0).abs() < 1e-6, "class {c}");
         }

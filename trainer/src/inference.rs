@@ -81,7 +81,7 @@ pub fn classify_files(
             } else {
                 classifier
                     .runtime
-                    .logits(&classifier.images(&inputs)?)?
+                    .logits(classifier.images(&inputs)?)?
                     .into_rows()
             }
             .into_iter();

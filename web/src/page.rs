@@ -288,7 +288,7 @@ async fn forward(inner: &Loaded, tensors: &[Vec<f32>]) -> Result<Evidence, JsErr
     inner
         .classifier
         .runtime
-        .evidence_async(&images)
+        .evidence_async(images)
         .await
         .map_err(js_err)
 }

@@ -177,7 +177,7 @@ fn explain_one(
     let bytes = std::fs::read(path).context("cannot read")?;
     let photo = pre.decode(&bytes)?;
     let images = classifier.images(&[pre.tensor_from_image(&photo)])?;
-    let evidence = classifier.runtime.evidence(&images)?;
+    let evidence = classifier.runtime.evidence(images)?;
     let logits = evidence.logits.row(0);
     let probs = softmax(logits);
     let class = drawing

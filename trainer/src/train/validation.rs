@@ -33,7 +33,7 @@ pub(super) fn evaluate(
             if n == 0 {
                 return Ok(true);
             }
-            let logits = runtime.logits(&Images::new(batch.images, n, side, side)?)?;
+            let logits = runtime.logits(Images::new(batch.images, n, side, side)?)?;
             for (i, &label) in batch.labels.iter().enumerate() {
                 let label = usize::try_from(label).context("a negative label")?;
                 loss_sum += cross_entropy(logits.row(i), label);
